@@ -1,0 +1,3 @@
+from protolens.cli import main
+
+main()

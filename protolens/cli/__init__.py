@@ -1,0 +1,43 @@
+"""The headless twin: ``protolens`` commands over the services layer (typer).
+
+Every command prints one line per failed file and a one-line summary; a :class:`ProtolensError`
+that stops a command prints ``error: ...`` and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from protolens.core.errors import ProtolensError
+
+app = typer.Typer(name="protolens", no_args_is_help=True, add_completion=False,
+                  help="See and correct what vision transformers segment.")
+
+
+def _register() -> None:
+    from protolens.cli import backends, gui, segment, weights  # noqa: F401 - commands register themselves
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _register()
+    try:
+        code = app(standalone_mode=False)
+    except ProtolensError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,92 @@
+"""``protolens segment``: the headless twin of Run + Export in the GUI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from protolens.cli import app
+from protolens.cli.common import params_help, registry
+from protolens.core.errors import ParamError
+from protolens.core.params import parse_cli_args
+from protolens.core.store import ResultStore
+from protolens.services.batch import segment_paths
+from protolens.services.segment import Segmenter
+
+_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def split_args(specs: list, tokens: list[str]) -> tuple[list[str], list[str]]:
+    """Separate photo paths from backend options (``--flag value`` pairs) in the extra arguments."""
+    bool_flags = {s.cli_flag for s in specs if s.type == "bool"} | {
+        "--no-" + s.cli_flag[2:] for s in specs if s.type == "bool"}
+    paths, options, i = [], [], 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token.startswith("--"):
+            takes_value = "=" not in token and token not in bool_flags
+            options.extend(tokens[i:i + 2] if takes_value else [token])
+            i += 2 if takes_value else 1
+        else:
+            paths.append(token)
+            i += 1
+    return paths, options
+
+
+@app.command("segment", context_settings=_EXTRA, options_metavar="PATH... [OPTIONS] [BACKEND OPTIONS]")
+def segment(
+    ctx: typer.Context,
+    backend: str = typer.Option(..., "--backend", "-b", help="Backend id (see `protolens backends`)."),
+    weights: Path = typer.Option(None, "--weights", help="Weights file (.safetensors/.pth) or snapshot folder."),
+    threshold: float = typer.Option(None, "--threshold", "-t", min=0.0, max=1.0,
+                                    help="Mask threshold in [0, 1]; default: the backend's suggestion (Otsu)."),
+    out: Path = typer.Option(None, "--out", "-o",
+                             help="Write <stem>.mask.png/.heatmap.npy/.json here; default: the per-photo store."),
+    device: str = typer.Option(None, "--device", help="Torch device (cpu, cuda:0); default: CUDA if present."),
+    random_weights: bool = typer.Option(False, "--random-weights", hidden=True,
+                                        help="Use random weights when none are found (testing only)."),
+) -> None:
+    """Segment photos and folders: PATH... plus backend options, e.g.
+
+    protolens segment resources/samples/quadrats --backend vegetation-index --out /tmp/x
+    """
+    manifest = registry().manifest(backend)
+    paths, options = split_args(list(manifest.params), list(ctx.args))
+    if not paths:
+        raise ParamError("give at least one photo or folder (PATH...)")
+    params = parse_cli_args(manifest.params, options)
+    console = Console(stderr=True)
+    segmenter = Segmenter(registry(), device=device)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(f"{backend}", total=None)
+
+        def on_file(index: int, total: int, path: Path) -> None:
+            bar.update(task, total=total, completed=index, description=f"{backend}: {path.name}")
+
+        def on_error(path: Path, message: str) -> None:
+            bar.console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+
+        summary = segment_paths(paths, backend, params, segmenter=segmenter, threshold=threshold, out_dir=out,
+                                store=ResultStore.from_environment(), weights_path=weights,
+                                allow_random_weights=random_weights, on_file=on_file, on_error=on_error)
+        bar.update(task, completed=summary.processed + len(summary.failed))
+    where = f" -> {out}" if out else " -> per-photo store (.protolens/ next to each photo)"
+    typer.echo(f"protolens segment: {summary.line}{where}")
+    if summary.processed == 0:
+        raise typer.Exit(1)
+
+
+segment.__doc__ = (segment.__doc__ or "") + "\n\n" + "PATH... are photos or folders of photos.\n\n"
+
+
+def _add_backend_help() -> None:
+    """Append every backend's options to the command's help (manifests only; no plugin import)."""
+    command = next(c for c in app.registered_commands if c.name == "segment")
+    command.epilog = params_help()
+
+
+_add_backend_help()

@@ -1,0 +1,94 @@
+"""Atomic file writes: a temporary file in the same folder, fsync, then rename over the target.
+
+A reader never sees a half-written file, and a failed write (disk full, permission denied) leaves
+the previous file untouched and raises :class:`~protolens.core.errors.StoreWriteError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import cv2
+import numpy as np
+
+from protolens.core.errors import StoreWriteError
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file next to ``path``; on success it replaces ``path`` atomically.
+
+    Raises
+    ------
+    StoreWriteError
+        The folder cannot be created or written, or the disk is full. The temporary file is removed
+        and an existing ``path`` is left as it was.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise StoreWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        why = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise StoreWriteError(f"cannot write {path}: {why}; nothing was overwritten") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_writer`)."""
+    with atomic_writer(path, "wb") as handle:
+        handle.write(data)
+
+
+def write_json_atomic(path: str | Path, value: Any) -> None:
+    """Write ``value`` as indented UTF-8 JSON atomically."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_npy_atomic(path: str | Path, array: np.ndarray) -> None:
+    """Write ``array`` in NumPy ``.npy`` format atomically."""
+    with atomic_writer(path, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a (rows, cols) uint8/uint16 or (rows, cols, 3|4) uint8 RGB(A) array (OpenCV encoder)."""
+    data = np.asarray(array)
+    if data.ndim == 3:
+        data = cv2.cvtColor(data, cv2.COLOR_RGB2BGR if data.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    ok, buffer = cv2.imencode(".png", data)
+    if not ok:
+        raise ValueError(f"cannot encode array of shape {data.shape} and dtype {data.dtype} as PNG")
+    return buffer.tobytes()
+
+
+def write_png_atomic(path: str | Path, array: np.ndarray) -> None:
+    """Write an array as PNG atomically (see :func:`encode_png` for accepted layouts)."""
+    write_bytes_atomic(path, encode_png(array))
+
+
+def read_npy(path: str | Path) -> np.ndarray:
+    """Read a ``.npy`` file without unpickling objects."""
+    with open(path, "rb") as handle:
+        return np.load(io.BytesIO(handle.read()), allow_pickle=False)

@@ -1,0 +1,49 @@
+"""Job primitives shared by every long-running step: progress reports and cancellation."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from protolens.core.errors import Cancelled
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report of a running job.
+
+    Attributes
+    ----------
+    fraction : float
+        Done fraction in [0, 1].
+    text : str
+        What the job is doing now, for a status line.
+    """
+
+    fraction: float
+    text: str = ""
+
+
+class CancelToken:
+    """A thread-safe cancellation flag, checked by jobs between batches or tiles.
+
+    The owner calls :meth:`cancel`; the job calls :meth:`raise_if_set`, which raises
+    :class:`~protolens.core.errors.Cancelled`.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next check."""
+        self._event.set()
+
+    @property
+    def is_set(self) -> bool:
+        """Whether cancellation was asked for."""
+        return self._event.is_set()
+
+    def raise_if_set(self) -> None:
+        """Raise :class:`Cancelled` if cancellation was asked for."""
+        if self._event.is_set():
+            raise Cancelled("cancelled by the user")

@@ -1,0 +1,84 @@
+"""Result types shared by every layer: heatmaps and backend results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """A per-image score map in [0, 1], stored at its native resolution.
+
+    The map covers the whole photo: cell (0, 0) is the top-left of the photo and the last cell
+    the bottom-right, whatever its own resolution (a ViT's patch grid, or every pixel).
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        (rows, cols) float32 in [0, 1] at native resolution (patch grid or full resolution).
+    image_size : tuple of int
+        (height, width) of the photo in pixels.
+    """
+
+    values: np.ndarray
+    image_size: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        values = np.asarray(self.values, dtype=np.float32)
+        if values.ndim != 2:
+            raise ValueError(f"heatmap values must be 2-D (rows, cols), got shape {values.shape}")
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "image_size", (int(self.image_size[0]), int(self.image_size[1])))
+
+    def resized(self, height: int, width: int) -> np.ndarray:
+        """The map resampled to (height, width): bilinear when enlarging, area-averaging when shrinking.
+
+        Returns (height, width) float32 in [0, 1].
+        """
+        rows, cols = self.values.shape
+        if (rows, cols) == (height, width):
+            return self.values
+        shrink = height < rows and width < cols
+        out = cv2.resize(self.values, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        return np.clip(out, 0.0, 1.0, out=out)
+
+    def full_resolution(self) -> np.ndarray:
+        """The map at the photo's resolution: (height, width) float32 in [0, 1]."""
+        return self.resized(*self.image_size)
+
+    def display(self, max_side: int = 1280) -> np.ndarray:
+        """The map for drawing: native resolution if small, else shrunk so its longer side is ``max_side``.
+
+        Returns (rows, cols) float32 in [0, 1]; it is drawn stretched over the photo.
+        """
+        rows, cols = self.values.shape
+        scale = max_side / max(rows, cols)
+        if scale >= 1.0:
+            return self.values
+        return self.resized(max(1, round(rows * scale)), max(1, round(cols * scale)))
+
+
+@dataclass
+class BackendResult:
+    """What a heatmap backend returns for one image.
+
+    Attributes
+    ----------
+    heatmap : Heatmap
+        The score map in [0, 1] (higher = more likely foreground / more attended).
+    suggested_threshold : float or None
+        A threshold in [0, 1] the backend proposes (e.g. Otsu's), used as the slider's start value.
+    extras : dict of str to numpy.ndarray
+        Further arrays (per-head maps, token grids...), documented by each backend.
+    info : dict
+        JSON-serialisable facts about the run (grid size, device, model...), saved in provenance.
+    """
+
+    heatmap: Heatmap
+    suggested_threshold: float | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,75 @@
+"""The display panel: heatmap colormap and opacity, the live threshold slider, overlay mode, export."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QLabel, QPushButton, QWidget
+from superqt import QLabeledDoubleSlider
+
+from protolens.gui.canvas import COLORMAPS, OVERLAY_MODES
+
+
+def _slider(value: float) -> QLabeledDoubleSlider:
+    slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+    slider.setRange(0.0, 1.0)
+    slider.setDecimals(3)
+    slider.setSingleStep(0.005)
+    slider.setValue(value)
+    return slider
+
+
+class DisplayPanel(QGroupBox):
+    """Signals: ``threshold_changed(float)``, ``opacity_changed(float)``, ``colormap_changed(str)``,
+    ``overlay_changed(str)``, ``heatmap_toggled(bool)``, ``stretch_toggled(bool)``, ``export_requested``."""
+
+    threshold_changed = Signal(float)
+    opacity_changed = Signal(float)
+    colormap_changed = Signal(str)
+    overlay_changed = Signal(str)
+    heatmap_toggled = Signal(bool)
+    stretch_toggled = Signal(bool)
+    export_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Display", parent)
+        form = QFormLayout(self)
+        self.show_heatmap = QCheckBox("Show heatmap")
+        self.show_heatmap.setChecked(True)
+        self.show_heatmap.toggled.connect(self.heatmap_toggled)
+        self.colormap = QComboBox()
+        self.colormap.addItems(COLORMAPS)
+        self.colormap.currentTextChanged.connect(self.colormap_changed)
+        self.stretch = QCheckBox("Stretch colours to this map's range")
+        self.stretch.setChecked(True)
+        self.stretch.toggled.connect(self.stretch_toggled)
+        self.opacity = _slider(0.5)
+        self.opacity.valueChanged.connect(self.opacity_changed)
+        self.threshold = _slider(0.5)
+        self.threshold.setObjectName("threshold_slider")
+        self.threshold.valueChanged.connect(self.threshold_changed)
+        self.semantics = QLabel("mask = score ≥ threshold (by value)")
+        self.semantics.setStyleSheet("color:#888;font-size:11px;")
+        self.auto_threshold = QCheckBox("Start at the suggested threshold (Otsu)")
+        self.auto_threshold.setChecked(True)
+        self.overlay = QComboBox()
+        self.overlay.addItems(OVERLAY_MODES)
+        self.overlay.currentTextChanged.connect(self.overlay_changed)
+        self.export_button = QPushButton("Export mask + heatmap…")
+        self.export_button.setObjectName("export_button")
+        self.export_button.clicked.connect(self.export_requested)
+        form.addRow(self.show_heatmap)
+        form.addRow("Colormap", self.colormap)
+        form.addRow(self.stretch)
+        form.addRow("Opacity", self.opacity)
+        form.addRow("Threshold", self.threshold)
+        form.addRow(self.semantics)
+        form.addRow(self.auto_threshold)
+        form.addRow("Mask", self.overlay)
+        form.addRow(self.export_button)
+
+    def set_threshold(self, value: float) -> None:
+        """Move the slider (emits ``threshold_changed`` like a user move)."""
+        self.threshold.setValue(float(value))
+
+    def threshold_value(self) -> float:
+        return float(self.threshold.value())

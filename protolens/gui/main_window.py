@@ -1,0 +1,418 @@
+"""The main window: folder browsing, heatmaps over photos, live threshold, run/cancel, export.
+
+Nothing slow runs on the UI thread: decoding, result look-ups, model runs, saving and exporting are
+jobs on the thread pool (``JobRunner``); their results come back as signals. A threshold change only
+swaps the canvas's lookup table and (debounced) saves the threshold to the photo's result store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QScrollArea, QVBoxLayout, QWidget
+
+from protolens.core.errors import BackendUnavailableError, Cancelled, ProtolensError
+from protolens.core.imageio import is_image_path, list_images
+from protolens.core.jobs import CancelToken, Progress
+from protolens.core.store import ResultStore, export_result
+from protolens.gui.backend_panel import BackendPanel
+from protolens.gui.canvas import ImageCanvas
+from protolens.gui.display_panel import DisplayPanel
+from protolens.gui.image_loader import ImageLoader
+from protolens.gui.message_bar import MessageBar
+from protolens.gui.settings import add_recent_folder, open_settings, recent_folders
+from protolens.gui.thumbnails import ThumbnailStrip
+from protolens.gui.workers import Job, JobRunner
+from protolens.models.registry import Registry
+from protolens.services.results import FoundResult, find_result
+from protolens.services.segment import LoadedImage, Segmenter, SegmentOutcome
+
+SAVE_DELAY_MS = 1500
+
+
+class MainWindow(QMainWindow):
+    """protolens's main window. Construct, ``show()``, then ``open_path(folder)``."""
+
+    def __init__(self, registry: Registry | None = None, segmenter: Segmenter | None = None,
+                 store: ResultStore | None = None, *, allow_random_weights: bool = False) -> None:
+        super().__init__()
+        self.setWindowTitle("protolens")
+        self.settings = open_settings()
+        self.registry = registry or Registry.discover()
+        self.segmenter = segmenter or Segmenter(self.registry)
+        self.store = store or ResultStore.from_environment()
+        self.allow_random_weights = allow_random_weights
+        self.jobs = JobRunner(self)
+        self.loader = ImageLoader(self.jobs)
+        self.paths: list[Path] = []
+        self.index = -1
+        self.image: LoadedImage | None = None
+        self.result: FoundResult | None = None
+        self.run_job: Job | None = None
+        self._params: dict[str, dict[str, Any]] = {}
+        self._dirty = False
+        self._build_widgets()
+        self._build_menus()
+        self._connect()
+        self._restore_settings()
+
+    # --- construction ----------------------------------------------------------------------------
+    def _build_widgets(self) -> None:
+        self.messages = MessageBar()
+        self.canvas = ImageCanvas()
+        self.thumbs = ThumbnailStrip(self.jobs)
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.messages)
+        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.thumbs)
+        self.setCentralWidget(central)
+        self.backend_panel = BackendPanel()
+        self.display_panel = DisplayPanel()
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.addWidget(self.backend_panel)
+        side_layout.addWidget(self.display_panel)
+        side_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(side)
+        dock = QDockWidget("Controls", self)
+        dock.setObjectName("controls_dock")
+        dock.setWidget(scroll)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        dock.setMinimumWidth(340)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.image_label, self.cursor_label = QLabel("no folder"), QLabel("")
+        self.jobs_label, self.device_label = QLabel("jobs: idle"), QLabel("device: cpu")
+        self.statusBar().addWidget(self.image_label, 1)
+        self.statusBar().addWidget(self.cursor_label)
+        for label in (self.jobs_label, self.device_label):
+            self.statusBar().addPermanentWidget(label)
+        self._save_timer = QTimer(self)
+        self._save_timer.setSingleShot(True)
+        self._save_timer.setInterval(SAVE_DELAY_MS)
+        self._save_timer.timeout.connect(self.save_to_store)
+
+    def _action(self, menu: Any, text: str, slot: Any, shortcut: str | QKeySequence | None = None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        self.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self._action(file_menu, "Open folder…", self.choose_folder, QKeySequence.StandardKey.Open)
+        self.recent_menu = file_menu.addMenu("Open recent")
+        self._action(file_menu, "Export mask + heatmap…", self.export_current, "Ctrl+E")
+        file_menu.addSeparator()
+        self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
+        go = bar.addMenu("&Go")
+        self._action(go, "Next photo", self.next_image, "D")
+        self._action(go, "Previous photo", self.previous_image, "A")
+        model = bar.addMenu("&Model")
+        self._action(model, "Run", self.run_current, "Ctrl+R")
+        self._action(model, "Cancel", self.cancel_run, "Esc")
+        self._action(model, "Download weights…", self.open_weights_dialog)
+        view = bar.addMenu("&View")
+        self._action(view, "Fit photo", self.canvas.fit, "0")
+        self._action(view, "Toggle heatmap", lambda: self.display_panel.show_heatmap.toggle(), "H")
+
+    def _connect(self) -> None:
+        self.thumbs.photo_selected.connect(self.show_index)
+        self.loader.loaded.connect(self._image_loaded)
+        self.loader.failed.connect(self._image_failed)
+        self.jobs.counts_changed.connect(self._jobs_changed)
+        self.canvas.hovered.connect(self._hovered)
+        bp, dp = self.backend_panel, self.display_panel
+        bp.backend_changed.connect(self._backend_changed)
+        bp.params_changed.connect(self._params_changed)
+        bp.weights_changed.connect(lambda _path: self._inputs_changed())
+        bp.run_requested.connect(self.run_current)
+        bp.cancel_requested.connect(self.cancel_run)
+        bp.download_requested.connect(self.open_weights_dialog)
+        dp.threshold_changed.connect(self._threshold_changed)
+        dp.opacity_changed.connect(self.canvas.set_heatmap_opacity)
+        dp.colormap_changed.connect(self.canvas.set_colormap)
+        dp.overlay_changed.connect(self.canvas.set_overlay_mode)
+        dp.heatmap_toggled.connect(self.canvas.set_heatmap_visible)
+        dp.stretch_toggled.connect(self.canvas.set_contrast_stretch)
+        dp.export_requested.connect(self.export_current)
+
+    def _restore_settings(self) -> None:
+        s = self.settings
+        backend = str(s.value("backend", "vegetation-index"))
+        self.backend_panel.set_entries(self.registry.entries(), backend)
+        self.backend_panel.auto_run.setChecked(s.value("auto_run", True, type=bool))
+        self.display_panel.colormap.setCurrentText(str(s.value("colormap", "inferno")))
+        self.display_panel.opacity.setValue(float(s.value("opacity", 0.5)))
+        self.display_panel.overlay.setCurrentText(str(s.value("overlay", "fill")))
+        self.canvas.set_heatmap_opacity(self.display_panel.opacity.value())
+        self._backend_changed(self.backend_panel.current_id())
+        geometry = s.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1400, 900)
+        self._refresh_recent()
+
+    def _refresh_recent(self) -> None:
+        self.recent_menu.clear()
+        for folder in recent_folders(self.settings):
+            action = self.recent_menu.addAction(folder)
+            action.triggered.connect(lambda _=False, f=folder: self.open_path(f))
+
+    # --- folders and photos ----------------------------------------------------------------------
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of photos", str(self.settings.value(
+            "last_folder", "")))
+        if folder:
+            self.open_path(folder)
+
+    def open_path(self, path: str | Path) -> None:
+        """Open a folder (first photo shown) or one photo (its folder listed, that photo shown)."""
+        path = Path(path).expanduser()
+        folder, wanted = (path, None) if path.is_dir() else (path.parent, path)
+        try:
+            paths = list_images(folder)
+        except OSError as exc:
+            self.messages.error(f"cannot open {folder}: {exc}")
+            return
+        if wanted is not None and not is_image_path(wanted):
+            self.messages.error(f"{wanted}: not a supported image file")
+        self.paths = paths
+        self.thumbs.set_paths(paths)
+        self.settings.setValue("last_folder", str(folder))
+        add_recent_folder(self.settings, str(folder.resolve()))
+        self._refresh_recent()
+        self.setWindowTitle(f"protolens — {folder}")
+        if not paths:
+            self.messages.show_message(f"{folder} holds no JPEG, PNG, TIFF, BMP or WebP photos.", "warning")
+            self.canvas.set_photo(None)
+            return
+        self.show_index(paths.index(wanted) if wanted in paths else 0)
+
+    def show_index(self, index: int) -> None:
+        """Show photo ``index`` of the folder (decoded off the UI thread; neighbours prefetched)."""
+        if not self.paths or not 0 <= index < len(self.paths):
+            return
+        self.save_to_store()
+        self.index = index
+        path = self.paths[index]
+        self.thumbs.select(index)
+        self.image_label.setText(f"{index + 1}/{len(self.paths)}  {path.name}  (loading…)")
+        self.loader.request(path)
+        self.loader.prefetch([self.paths[i] for i in (index + 1, index - 1) if 0 <= i < len(self.paths)])
+
+    def next_image(self) -> None:
+        self.show_index(min(self.index + 1, len(self.paths) - 1))
+
+    def previous_image(self) -> None:
+        self.show_index(max(self.index - 1, 0))
+
+    def current_path(self) -> Path | None:
+        return self.paths[self.index] if 0 <= self.index < len(self.paths) else None
+
+    def _image_loaded(self, image: LoadedImage) -> None:
+        if image.meta.path != self.current_path():
+            return
+        self.image, self.result = image, None
+        self.canvas.set_photo(image.rgb, keep_view=True)
+        meta = image.meta
+        self.image_label.setText(f"{self.index + 1}/{len(self.paths)}  {meta.path.name}  {meta.width}×{meta.height}")
+        self._look_up_result()
+
+    def _image_failed(self, path: Path, message: str) -> None:
+        if path != self.current_path():
+            return
+        self.image, self.result = None, None
+        self.canvas.set_photo(None)
+        self.image_label.setText(f"{self.index + 1}/{len(self.paths)}  {path.name}  (unreadable)")
+        self.messages.error(message)
+
+    # --- results ---------------------------------------------------------------------------------
+    def _inputs(self) -> tuple[str, dict[str, Any], str | None]:
+        backend = self.backend_panel.current_id()
+        return backend, self.backend_panel.form.values(), self.backend_panel.weights_path() or None
+
+    def _look_up_result(self) -> None:
+        image = self.image
+        if image is None:
+            return
+        backend, params, weights = self._inputs()
+        self.jobs.submit(find_result, self.segmenter, self.store, image, backend, params, weights, kind="lookup",
+                         lane="store",
+                         on_result=lambda found: self._found(image, found),
+                         on_error=lambda exc: self.messages.error(str(exc)))
+
+    def _found(self, image: LoadedImage, found: FoundResult | None) -> None:
+        if image is not self.image:
+            return
+        if found is not None:
+            self._show_result(found)
+        elif self.backend_panel.auto_run.isChecked():
+            self.run_current()
+        else:
+            self.backend_panel.status.setText("no result for this photo yet: press Run (Ctrl+R)")
+
+    def _show_result(self, found: FoundResult) -> None:
+        self.result = found
+        self.canvas.set_heatmap(found.heatmap.values)
+        use_suggested = found.suggested_threshold is not None and self.display_panel.auto_threshold.isChecked()
+        threshold = found.suggested_threshold if use_suggested else found.record.threshold
+        self.display_panel.threshold.blockSignals(True)
+        self.display_panel.set_threshold(threshold)
+        self.display_panel.threshold.blockSignals(False)
+        self._threshold_changed(self.display_panel.threshold_value(), user=False)
+        record = found.record
+        where = {"store": "saved result", "cache": "cached result", "computed": "computed"}[found.source]
+        self.backend_panel.status.setText(f"{where}: {record.backend_id} {record.params}")
+        self._dirty = found.source != "store"
+        if self._dirty:
+            self._save_timer.start()
+
+    def _backend_changed(self, backend_id: str) -> None:
+        try:
+            entry = self.registry.entry(backend_id)
+        except BackendUnavailableError as exc:
+            self.messages.error(str(exc))
+            return
+        self.backend_panel.show_backend(entry, self._params.get(backend_id))
+        self.settings.setValue("backend", backend_id)
+        self._inputs_changed()
+
+    def _params_changed(self, values: dict[str, Any]) -> None:
+        self._params[self.backend_panel.current_id()] = values
+        self._inputs_changed()
+
+    def _inputs_changed(self) -> None:
+        if self.image is not None:
+            self._look_up_result()
+
+    def run_current(self) -> None:
+        """Run the selected backend on the current photo (cancelling a run in progress)."""
+        image = self.image
+        if image is None:
+            return
+        self.cancel_run()
+        backend, params, weights = self._inputs()
+        token = CancelToken()
+        self.backend_panel.set_running(True)
+        self.backend_panel.set_progress(0.0, f"running {backend}…")
+        self.run_job = self.jobs.submit(
+            self.segmenter.run, image, backend, params, weights_path=weights, cancel=token, token=token,
+            allow_random_weights=self.allow_random_weights, kind="run",
+            on_progress=lambda report: self._progress(report, token),
+            on_result=lambda outcome: self._run_done(image, outcome), on_error=self._run_failed,
+            on_finished=lambda: self._run_finished(token))
+
+    def cancel_run(self) -> None:
+        if self.run_job is not None and not self.run_job.done:
+            self.run_job.cancel()
+            self.backend_panel.set_progress(0.0, "cancelled")
+
+    def _is_live(self, token: CancelToken) -> bool:
+        return self.run_job is not None and self.run_job.token is token and not token.is_set
+
+    def _progress(self, report: Progress, token: CancelToken) -> None:
+        if self._is_live(token):
+            self.backend_panel.set_progress(report.fraction, report.text)
+
+    def _run_done(self, image: LoadedImage, outcome: SegmentOutcome) -> None:
+        self.device_label.setText(f"device: {self.segmenter.device_description()}")
+        if image is self.image:
+            self._show_result(FoundResult.from_outcome(outcome))
+            self.backend_panel.set_progress(1.0, f"done in {outcome.seconds:.2f} s"
+                                            + (" (from cache)" if outcome.from_cache else ""))
+
+    def _run_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled):
+            self.backend_panel.set_progress(0.0, "cancelled")
+            return
+        if isinstance(exc, BackendUnavailableError):
+            self.backend_panel.mark_unavailable(self.backend_panel.current_id(), str(exc))
+        self.backend_panel.set_progress(0.0, "failed")
+        self.messages.error(str(exc) if isinstance(exc, ProtolensError) else f"{type(exc).__name__}: {exc}")
+
+    def _run_finished(self, token: CancelToken) -> None:
+        if self.run_job is not None and self.run_job.token is token:
+            self.backend_panel.set_running(False)
+            if token.is_set:
+                self.backend_panel.set_progress(0.0, "cancelled")
+
+    # --- threshold, saving, export ---------------------------------------------------------------
+    def _threshold_changed(self, value: float, user: bool = True) -> None:
+        self.canvas.set_threshold(value)
+        if self.result is not None and user:
+            self.result.record.threshold = float(value)
+            self._dirty = True
+            self._save_timer.start()
+
+    def save_to_store(self) -> None:
+        """Save the shown result (heatmap, mask at the current threshold, provenance) to the photo's store."""
+        self._save_timer.stop()
+        if not self._dirty or self.result is None or self.image is None:
+            return
+        self._dirty = False
+        found, meta = self.result, self.image.meta
+        record = dataclasses.replace(found.record, params=dict(found.record.params))  # a snapshot for the worker
+        self.jobs.submit(self.store.save_result, meta, record, found.heatmap, kind="save", lane="store",
+                         on_error=lambda exc: self.messages.error(f"not saved: {exc}"))
+
+    def export_current(self, out_dir: str | Path | None = None) -> None:
+        """Export mask PNG, heatmap .npy and provenance JSON of the shown result into a chosen folder."""
+        if self.result is None or self.image is None:
+            self.messages.show_message("Nothing to export: run a backend on this photo first.", "warning")
+            return
+        if not out_dir:
+            out_dir = QFileDialog.getExistingDirectory(self, "Export into folder",
+                                                       str(self.settings.value("export_folder", "")))
+            if not out_dir:
+                return
+        self.settings.setValue("export_folder", str(out_dir))
+        found, meta = self.result, self.image.meta
+        self.jobs.submit(export_result, out_dir, meta, found.record, found.heatmap, kind="export",
+                         on_result=lambda paths: self.messages.info(
+                             f"exported {', '.join(p.name for p in paths)} to {out_dir}"),
+                         on_error=lambda exc: self.messages.error(f"export failed: {exc}"))
+
+    # --- weights, status, closing ----------------------------------------------------------------
+    def open_weights_dialog(self) -> None:
+        from protolens.gui.weights_dialog import WeightsDialog
+        from protolens.services.weights import catalogue
+
+        backend, params, _ = self._inputs()
+        specs = [spec for _, spec in catalogue(self.registry)]
+        dialog = WeightsDialog(specs, self.jobs, self, selected=params.get("model"))
+        dialog.exec()
+        if dialog.downloaded:
+            self._inputs_changed()
+
+    def _jobs_changed(self, running: int, queued: int) -> None:
+        self.jobs_label.setText(f"jobs: {running} running, {queued} queued" if running or queued else "jobs: idle")
+
+    def _hovered(self, x: float, y: float, score: float) -> None:
+        text = f"x={x:.0f} y={y:.0f}"
+        self.cursor_label.setText(text + (f"  score={score:.3f}" if score >= 0 else ""))
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        self.save_to_store()
+        s = self.settings
+        s.setValue("geometry", self.saveGeometry())
+        s.setValue("auto_run", self.backend_panel.auto_run.isChecked())
+        s.setValue("colormap", self.display_panel.colormap.currentText())
+        s.setValue("opacity", self.display_panel.opacity.value())
+        s.setValue("overlay", self.display_panel.overlay.currentText())
+        self.jobs.cancel_all()
+        self.jobs.wait(5000)
+        super().closeEvent(event)

@@ -1,0 +1,1 @@
+"""Vision-transformer helpers: loading (timm), preprocessing, attention capture and aggregation."""

@@ -1,0 +1,1 @@
+"""Use cases without Qt: segment photos, batch folders, manage weights, export results."""

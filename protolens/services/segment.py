@@ -1,0 +1,194 @@
+"""Run a backend on a photo, with results cached in memory and on disk.
+
+The cache key is (image sha256, backend id + version, weights id + sha256, parameters); a threshold is
+not part of it: thresholds are applied to cached heatmaps and never rerun a model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protolens.core.cache import DiskCache, MemoryCache, default_cache_dir
+from protolens.core.hashing import sha256_file, sha256_json
+from protolens.core.imageio import read_image
+from protolens.core.jobs import CancelToken, Progress
+from protolens.core.params import make_params, params_to_dict
+from protolens.core.store import ImageMeta, ResultRecord
+from protolens.core.types import BackendResult, Heatmap
+from protolens.models.api import RunContext
+from protolens.models.registry import Registry
+
+
+@dataclass
+class LoadedImage:
+    """A decoded photo and its identity. ``rgb`` is (height, width, 3) uint8."""
+
+    rgb: np.ndarray
+    meta: ImageMeta
+
+
+def load_image(path: str | Path, *, max_pixels: int | None = None) -> LoadedImage:
+    """Decode a photo and hash its bytes. Raises :class:`~protolens.core.errors.ImageReadError`."""
+    path = Path(path)
+    rgb = read_image(path, max_pixels=max_pixels)
+    return LoadedImage(rgb, ImageMeta(path, sha256_file(path), rgb.shape[0], rgb.shape[1]))
+
+
+@dataclass
+class SegmentOutcome:
+    """A backend result for one photo plus everything provenance needs."""
+
+    image: ImageMeta
+    result: BackendResult
+    backend_id: str
+    backend_version: str
+    params: dict[str, Any]
+    weights_id: str = "none"
+    weights_sha256: str = "none"
+    from_cache: bool = False
+    seconds: float = 0.0
+    extras_info: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, threshold: float | None = None, semantics: str = "value") -> ResultRecord:
+        """Provenance of this result at ``threshold`` (default: the backend's suggestion, else 0.5)."""
+        if threshold is None:
+            threshold = self.result.suggested_threshold if self.result.suggested_threshold is not None else 0.5
+        return ResultRecord(self.backend_id, self.backend_version, dict(self.params), float(threshold), semantics,
+                            self.weights_id, self.weights_sha256, info=dict(self.result.info))
+
+
+def _to_cache(result: BackendResult) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    arrays = {"heatmap": result.heatmap.values, **{f"extra.{k}": v for k, v in result.extras.items()}}
+    meta = {"image_size": list(result.heatmap.image_size), "suggested_threshold": result.suggested_threshold,
+            "info": result.info}
+    return arrays, meta
+
+
+def _from_cache(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> BackendResult:
+    extras = {k[len("extra."):]: v for k, v in arrays.items() if k.startswith("extra.")}
+    return BackendResult(Heatmap(arrays["heatmap"], tuple(meta["image_size"])), meta.get("suggested_threshold"),
+                         extras, dict(meta.get("info", {})))
+
+
+class Segmenter:
+    """Runs backends on photos; the one place results are cached.
+
+    Parameters
+    ----------
+    registry : Registry, optional
+        Backends to use (default: discovered).
+    disk_cache : DiskCache or None, optional
+        On-disk heatmap cache; default ``<user cache>/heatmaps`` (2 GiB cap); None disables it.
+    device : str, optional
+        Torch device for backends that need torch; default the first CUDA device, else the CPU.
+    dtype : str
+        ``"float32"`` or an autocast dtype (``"bfloat16"``, ``"float16"``).
+    """
+
+    def __init__(self, registry: Registry | None = None, *, disk_cache: DiskCache | None | str = "default",
+                 device: str | None = None, dtype: str = "float32", memory_capacity: int = 48) -> None:
+        self.registry = registry or Registry.discover()
+        self.disk_cache = DiskCache(default_cache_dir() / "heatmaps") if disk_cache == "default" else disk_cache
+        self.memory: MemoryCache[BackendResult] = MemoryCache(memory_capacity)
+        self.device = device
+        self.dtype = dtype
+
+    def _device_for(self, requires: tuple[str, ...]) -> str:
+        if self.device is None:
+            if "torch" not in requires:
+                return "cpu"
+            from protolens.models.device import default_device
+
+            self.device = default_device()
+        return self.device
+
+    def _prepare(self, image: LoadedImage, backend_id: str, params: Mapping[str, Any] | None,
+                 weights_path: str | Path | None, cancel: CancelToken | None,
+                 allow_random_weights: bool) -> tuple[Any, Any, RunContext, str, SegmentOutcome]:
+        manifest = self.registry.manifest(backend_id)
+        values = make_params(manifest.params, params or {})
+        backend = self.registry.create(backend_id)
+        ctx = RunContext(device=self._device_for(manifest.requires), dtype=self.dtype,
+                         cache_dir=default_cache_dir(), cancel=cancel or CancelToken(),
+                         weights_path=Path(weights_path) if weights_path else None,
+                         allow_random_weights=allow_random_weights)
+        weights_id, weights_sha = backend.weights_identity(values, ctx)
+        plain = params_to_dict(values)
+        key = sha256_json({"image": image.meta.sha256, "backend": [manifest.id, manifest.version],
+                           "weights": [weights_id, weights_sha], "params": plain, "dtype": ctx.dtype})
+        outcome = SegmentOutcome(image.meta, None, manifest.id, manifest.version, plain,  # type: ignore[arg-type]
+                                 weights_id, weights_sha)
+        return backend, values, ctx, key, outcome
+
+    def _cached(self, key: str) -> BackendResult | None:
+        cached = self.memory.get(key)
+        if cached is None and self.disk_cache is not None:
+            hit = self.disk_cache.get(key)
+            cached = _from_cache(*hit) if hit else None
+            if cached is not None:
+                self.memory.put(key, cached)
+        return cached
+
+    def lookup(self, image: LoadedImage, backend_id: str, params: Mapping[str, Any] | None = None, *,
+               weights_path: str | Path | None = None, allow_random_weights: bool = False) -> SegmentOutcome | None:
+        """The cached result for these inputs, or None; never runs a model.
+
+        Raises the same errors as :meth:`run` for an unknown backend, bad parameters or missing weights.
+        """
+        *_, key, outcome = self._prepare(image, backend_id, params, weights_path, None, allow_random_weights)
+        cached = self._cached(key)
+        if cached is None:
+            return None
+        outcome.result, outcome.from_cache = cached, True
+        return outcome
+
+    def run(self, image: LoadedImage, backend_id: str, params: Mapping[str, Any] | None = None, *,
+            weights_path: str | Path | None = None, cancel: CancelToken | None = None,
+            allow_random_weights: bool = False) -> Generator[Progress, None, SegmentOutcome]:
+        """Run ``backend_id`` on ``image`` (or fetch its cached result), yielding progress.
+
+        Raises
+        ------
+        BackendUnavailableError, ParamError, WeightsNotFoundError, CheckpointError, Cancelled
+            As the backend and its weights dictate; nothing is cached then.
+        """
+        started = time.perf_counter()
+        backend, values, ctx, key, outcome = self._prepare(image, backend_id, params, weights_path, cancel,
+                                                           allow_random_weights)
+        cached = self._cached(key)
+        if cached is not None:
+            outcome.result, outcome.from_cache = cached, True
+            yield Progress(1.0, "from cache")
+        else:
+            ctx.cancel.raise_if_set()
+            outcome.result = yield from backend.run(image.rgb, values, ctx)
+            self.memory.put(key, outcome.result)
+            if self.disk_cache is not None:
+                self.disk_cache.put(key, *_to_cache(outcome.result))
+        outcome.seconds = time.perf_counter() - started
+        return outcome
+
+    def device_description(self) -> str:
+        """The device torch backends run on, in words (imports torch only once a torch backend has run)."""
+        if self.device is None:
+            return "cpu"
+        from protolens.models.device import describe_device
+
+        return describe_device(self.device)
+
+
+def drain(generator: Generator[Progress, None, Any], on_progress: Any = None) -> Any:
+    """Run a progress generator to completion, passing each report to ``on_progress``; return its value."""
+    while True:
+        try:
+            report = next(generator)
+        except StopIteration as stop:
+            return stop.value
+        if on_progress is not None:
+            on_progress(report)
