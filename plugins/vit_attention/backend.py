@@ -1,16 +1,22 @@
-"""ViT attention backend: CLS -> patch self-attention of the last block (DINO, arXiv 2104.14294, Sec. 4.2).
+"""ViT attention backend: CLS attention, received attention or attention rollout as a heatmap, at any resolution.
 
 Steps
 -----
-1. Resize the photo so its longer side is ``long_side`` (aspect kept), both sides multiples of the
-   patch size: a non-square (rows, cols) grid.
-2. One forward pass; the last block's queries and keys are captured and the CLS row of
-   ``softmax(q k^T / sqrt(d))`` recomputed (correct under fused attention, METHODS.md §6).
-3. Drop CLS and register tokens (DINOv2 with registers, arXiv 2309.16588), reshape to (heads, rows, cols).
-4. Pick one head or fuse the heads (mean or max), min-max normalise to [0, 1].
+1. Resize the photo so its longer side is ``long_side`` (aspect kept), both sides multiples of the patch
+   size (a non-square patch grid); optionally cut it into overlapping windows of ``tile_size``.
+2. Forward the windows in batches; per block, capture the attention from the queries and keys (correct under
+   fused attention, METHODS.md §6) and keep a summary: CLS rows (cheap, "cls" mode) or also the attention
+   each token receives and the head-fused matrices ("received", "rollout").
+3. Aggregate each window (protolens.core.attention), drop CLS and register tokens, blend the windows with
+   cosine ramps (protolens.core.tiling), min-max normalise to [0, 1].
 
-Extras: ``head_attention`` (heads, rows, cols) float32 raw attention probabilities of each head;
-``attention`` (rows, cols) float32 raw fused attention (for mass thresholds).
+Summaries are cached per (image sha256, model, weights sha256, working size, windows, precision): in memory
+(with the rollout matrices) and on disk (CLS rows, received attention, tokens), so changing the mode, block,
+head or fusion re-aggregates without running the model. Rollout needs the in-memory matrices; after they
+were evicted the model runs again.
+
+Extras: ``score`` (rows, cols) float32 raw blended scores (attention mass, for mass thresholds);
+``head_attention`` (heads, rows, cols) float32 raw CLS attention per head of the chosen block (cls mode).
 """
 
 from __future__ import annotations
@@ -19,40 +25,46 @@ from collections.abc import Generator
 from typing import Any
 
 import numpy as np
-import torch
 
+from protolens.core.attention import AttentionSummary, aggregate, cls_attention_map, min_max
+from protolens.core.cache import DiskCache, MemoryCache
 from protolens.core.errors import ParamError, WeightsNotFoundError
+from protolens.core.hashing import sha256_json
 from protolens.core.jobs import Progress
 from protolens.core.thresholds import otsu_threshold
+from protolens.core.tiling import Window, blend, plan_windows
 from protolens.core.types import BackendResult, Heatmap
 from protolens.models import api
 from protolens.models.api import Backend, RunContext
 
-
-def min_max(values: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """(values - min) / (max - min + eps), float32; constant maps become 0."""
-    values = np.asarray(values, dtype=np.float32)
-    low = values.min(axis=(-2, -1), keepdims=True)
-    high = values.max(axis=(-2, -1), keepdims=True)
-    return ((values - low) / (high - low + eps)).astype(np.float32)
+MEMORY_BYTES = 1536 * 1024**2
+DISK_BYTES = 1024**3
 
 
-def fuse_heads(head_maps: np.ndarray, head: int, fusion: str) -> np.ndarray:
-    """Select head ``head`` of (heads, rows, cols), or fuse all heads by ``fusion`` ("mean"/"max") if head < 0.
+def _nbytes(entry: tuple[list[AttentionSummary], list[np.ndarray]]) -> int:
+    summaries, tokens = entry
+    total = sum(t.nbytes for t in tokens)
+    for s in summaries:
+        total += s.cls_rows.nbytes + (s.received.nbytes if s.received is not None else 0)
+        total += sum(m.nbytes for m in s.fused.values())
+    return total
 
-    Raises :class:`ParamError` if ``head`` is not a head of this model.
-    """
-    heads = head_maps.shape[0]
-    if head >= heads:
-        raise ParamError(f"--head {head}: this model has {heads} heads (0..{heads - 1}, or -1 to fuse)")
-    if head >= 0:
-        return head_maps[head]
-    return head_maps.max(axis=0) if fusion == "max" else head_maps.mean(axis=0)
+
+def _check_selection(params: Any, blocks: int, heads: int) -> None:
+    if params.head >= heads:
+        raise ParamError(f"--head {params.head}: this model has {heads} heads (0..{heads - 1}, or -1 to fuse)")
+    if not -blocks <= params.block < blocks:
+        raise ParamError(f"--block {params.block}: this model has {blocks} blocks (0..{blocks - 1}, or -1 = last)")
 
 
 class ViTAttention(Backend):
-    """CLS attention heatmaps from timm DINO/DINOv2 ViTs."""
+    """Attention heatmaps from timm and Hugging Face ViTs, with a feature cache for re-aggregation."""
 
+    def __init__(self) -> None:
+        self._memory: MemoryCache[tuple[list[AttentionSummary], list[np.ndarray]]] = MemoryCache(
+            16, max_bytes=MEMORY_BYTES, size_of=_nbytes)
+
+    # --- weights ---------------------------------------------------------------------------------
     def _weights(self, params: Any, ctx: RunContext) -> tuple[Any, str, str]:
         """(path or None for random init, weights id, sha256)."""
         spec = self.manifest.weights_for(params)
@@ -71,32 +83,90 @@ class ViTAttention(Backend):
     def prepare(self, params: Any, ctx: RunContext) -> None:
         self._model(params, ctx)
 
-    def _model(self, params: Any, ctx: RunContext) -> torch.nn.Module:
+    def _model(self, params: Any, ctx: RunContext) -> tuple[Any, str]:
         path, _, sha = self._weights(params, ctx)
-        return api.load_vit(params.model, path, ctx.device, weights_key=sha if path is not None else None)
+        model = api.load_vit(params.model, path, ctx.device, weights_key=sha if path is not None else None)
+        return model, sha
 
+    # --- features --------------------------------------------------------------------------------
+    def _disk(self, ctx: RunContext) -> DiskCache | None:
+        return DiskCache(ctx.cache_dir / "features", DISK_BYTES) if ctx.cache_dir is not None else None
+
+    def _cached(self, key: str | None, ctx: RunContext, full: bool,
+                mode: str) -> tuple[list[AttentionSummary], list[np.ndarray]] | None:
+        if key is None:
+            return None
+        entry = self._memory.get(key)
+        if entry is not None and (entry[0][0].full or not full):
+            return entry
+        disk = self._disk(ctx)
+        hit = disk.get(key) if disk is not None and mode != "rollout" else None
+        if hit is None or (full and "received" not in hit[0]):
+            return None
+        arrays, meta = hit
+        summaries = [AttentionSummary(cls_rows=arrays["cls_rows"][i], grid=tuple(meta["grid"]),
+                                      num_prefix=int(meta["num_prefix"]),
+                                      received=arrays["received"][i] if "received" in arrays else None)
+                     for i in range(arrays["cls_rows"].shape[0])]
+        entry = (summaries, list(arrays["tokens"]))
+        self._memory.put(key, entry)
+        return entry
+
+    def _store(self, key: str | None, ctx: RunContext, entry: tuple[list[AttentionSummary], list[np.ndarray]]) -> None:
+        if key is None:
+            return
+        self._memory.put(key, entry)
+        disk = self._disk(ctx)
+        if disk is None:
+            return
+        summaries, tokens = entry
+        arrays = {"cls_rows": np.stack([s.cls_rows for s in summaries]), "tokens": np.stack(tokens)}
+        if summaries[0].full:
+            arrays["received"] = np.stack([s.received for s in summaries])
+        disk.put(key, arrays, {"grid": list(summaries[0].grid), "num_prefix": summaries[0].num_prefix})
+
+    # --- run -------------------------------------------------------------------------------------
     def run(self, image: np.ndarray, params: Any, ctx: RunContext) -> Generator[Progress, None, BackendResult]:
         yield Progress(0.0, f"loading {params.model}")
-        model = self._model(params, ctx)
+        model, weights_sha = self._model(params, ctx)
         spec = api.vit_spec(model)
-        if params.head >= spec.num_heads:
-            fuse_heads(np.zeros((spec.num_heads, 1, 1), np.float32), params.head, params.head_fusion)
+        _check_selection(params, spec.num_blocks, spec.num_heads)
+        dtype = params.precision if params.precision != "auto" else ctx.resolved_dtype()
+        patch = spec.patch_size
+        rows, cols = api.grid_size(image.shape[0], image.shape[1], params.long_side, patch)
+        tile = int(round(params.tile_size / patch)) * patch
+        windows = plan_windows(rows * patch, cols * patch, tile, params.overlap, patch)
+        full = params.mode != "cls"
+        key = None if ctx.image_id is None else sha256_json({
+            "image": ctx.image_id, "model": params.model, "weights": weights_sha, "working": [rows, cols],
+            "tile": tile, "overlap": params.overlap if len(windows) > 1 else 0, "dtype": dtype})
+        entry = self._cached(key, ctx, full, params.mode)
+        source = "cache"
+        if entry is None or (params.mode == "rollout" and params.head_fusion not in entry[0][0].fused):
+            source = "computed"
+            working = api.normalise(api.resize_to_grid(image, rows, cols, patch), spec.mean, spec.std)
+            yield Progress(0.05, f"{len(windows)} window(s) on a {rows}x{cols} patch grid")
+            entry = yield from api.window_summaries(model, working, windows, full=full, batch_size=params.batch_size,
+                                                    device=ctx.device, dtype=dtype, cancel=ctx.cancel)
+            self._store(key, ctx, entry)
         ctx.cancel.raise_if_set()
-        x, (rows, cols) = api.preprocess(image, params.long_side, spec.patch_size, spec.mean, spec.std)
-        yield Progress(0.2, f"attention on a {rows}x{cols} patch grid")
-        tensor = torch.from_numpy(x).to(ctx.device)
-        with api.autocast(ctx.device, ctx.dtype):
-            cls_rows = api.capture_cls_attention(model, tensor, blocks=(-1,))
-        ctx.cancel.raise_if_set()
-        attention = next(iter(cls_rows.values()))[0]  # (heads, tokens)
-        head_maps = attention[:, spec.num_prefix_tokens:].reshape(spec.num_heads, rows, cols).cpu().numpy()
-        fused = fuse_heads(head_maps, params.head, params.head_fusion)
-        heat = min_max(fused)
-        yield Progress(1.0, "done")
-        return BackendResult(
-            Heatmap(heat, image.shape[:2]), suggested_threshold=otsu_threshold(heat),
-            extras={"head_attention": head_maps.astype(np.float32), "attention": fused.astype(np.float32)},
-            info={"grid": [rows, cols], "patch_size": spec.patch_size, "block": spec.num_blocks - 1,
-                  "registers": spec.num_registers, "heads": spec.num_heads, "device": ctx.device,
-                  "dtype": ctx.dtype},
-        )
+        return self._result(image, params, entry[0], windows, (rows, cols), spec, ctx, dtype, source)
+
+    def _result(self, image: np.ndarray, params: Any, summaries: list[AttentionSummary], windows: list[Window],
+                grid: tuple[int, int], spec: Any, ctx: RunContext, dtype: str, source: str) -> BackendResult:
+        patch = spec.patch_size
+        maps = [aggregate(s, params.mode, block=params.block, head=params.head, fusion=params.head_fusion,
+                          discard_ratio=params.discard_ratio) for s in summaries]
+        score = blend(windows, maps, grid[0], grid[1], patch)
+        heat = min_max(score)
+        extras = {"score": score}
+        if params.mode == "cls":
+            per_head = [blend(windows, [cls_attention_map(s, params.block, h) for s in summaries], grid[0], grid[1],
+                              patch) for h in range(spec.num_heads)]
+            extras["head_attention"] = np.stack(per_head)
+        scale_y, scale_x = image.shape[0] / (grid[0] * patch), image.shape[1] / (grid[1] * patch)
+        info = {"grid": list(grid), "patch_size": patch, "mode": params.mode, "blocks": spec.num_blocks,
+                "heads": spec.num_heads, "registers": spec.num_registers, "device": ctx.device, "dtype": dtype,
+                "features": source, "windows": [w.to_photo(scale_y, scale_x) for w in windows]}
+        return BackendResult(Heatmap(heat, image.shape[:2]), suggested_threshold=otsu_threshold(heat), extras=extras,
+                             info=info)

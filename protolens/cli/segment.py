@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -11,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from protolens.cli import app
 from protolens.cli.common import params_help, registry
 from protolens.core.errors import ParamError
-from protolens.core.params import parse_cli_args
+from protolens.core.params import make_params, params_to_dict, parse_cli_args
 from protolens.core.store import ResultStore
 from protolens.services.batch import segment_paths
 from protolens.services.segment import Segmenter
@@ -45,7 +46,9 @@ def segment(
                                     help="Mask threshold in [0, 1]; default: the backend's suggestion (Otsu)."),
     out: Path = typer.Option(None, "--out", "-o",
                              help="Write <stem>.mask.png/.heatmap.npy/.json here; default: the per-photo store."),
-    device: str = typer.Option(None, "--device", help="Torch device (cpu, cuda:0); default: CUDA if present."),
+    semantics: str = typer.Option("value", "--threshold-semantics",
+                                  help="value: score >= t. mass: smallest set of cells holding t of the mass."),
+    device: str = typer.Option(None, "--device", help="Torch device (cpu, cuda:0); default: least busy GPU, else CPU."),
     random_weights: bool = typer.Option(False, "--random-weights", hidden=True,
                                         help="Use random weights when none are found (testing only)."),
 ) -> None:
@@ -55,9 +58,21 @@ def segment(
     """
     manifest = registry().manifest(backend)
     paths, options = split_args(list(manifest.params), list(ctx.args))
+    params = parse_cli_args(manifest.params, options)
+    run_segment(paths, backend, params, weights=weights, threshold=threshold, semantics=semantics, out=out,
+                device=device, random_weights=random_weights)
+
+
+def run_segment(paths: list[str], backend: str, params: dict[str, Any], *, weights: Path | None,
+                threshold: float | None, semantics: str, out: Path | None, device: str | None,
+                random_weights: bool) -> None:
+    """Segment ``paths`` with a progress bar, one line per failed file and a summary; exit 1 if none worked."""
     if not paths:
         raise ParamError("give at least one photo or folder (PATH...)")
-    params = parse_cli_args(manifest.params, options)
+    if semantics not in ("value", "mass"):
+        raise ParamError(f"--threshold-semantics must be value or mass, not {semantics!r}")
+    manifest = registry().manifest(backend)
+    params = params_to_dict(make_params(manifest.params, params))
     console = Console(stderr=True)
     segmenter = Segmenter(registry(), device=device)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -67,15 +82,20 @@ def segment(
         def on_file(index: int, total: int, path: Path) -> None:
             bar.update(task, total=total, completed=index, description=f"{backend}: {path.name}")
 
+        def on_progress(report: Any) -> None:
+            if report.text and "out of memory" in report.text:
+                bar.console.print(f"warning: {report.text}", markup=False, highlight=False, soft_wrap=True)
+
         def on_error(path: Path, message: str) -> None:
             bar.console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
 
         summary = segment_paths(paths, backend, params, segmenter=segmenter, threshold=threshold, out_dir=out,
-                                store=ResultStore.from_environment(), weights_path=weights,
-                                allow_random_weights=random_weights, on_file=on_file, on_error=on_error)
+                                store=ResultStore.from_environment(), weights_path=weights, semantics=semantics,
+                                allow_random_weights=random_weights, on_file=on_file, on_error=on_error,
+                                on_progress=on_progress)
         bar.update(task, completed=summary.processed + len(summary.failed))
     where = f" -> {out}" if out else " -> per-photo store (.protolens/ next to each photo)"
-    typer.echo(f"protolens segment: {summary.line}{where}")
+    typer.echo(f"protolens {'attention' if backend == 'vit-attention' else 'segment'}: {summary.line}{where}")
     if summary.processed == 0:
         raise typer.Exit(1)
 

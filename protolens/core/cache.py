@@ -13,7 +13,7 @@ import threading
 import time
 import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -38,11 +38,16 @@ def default_cache_dir() -> Path:
 
 
 class MemoryCache(Generic[T]):
-    """A thread-safe LRU mapping holding at most ``capacity`` entries."""
+    """A thread-safe LRU mapping holding at most ``capacity`` entries and, if ``max_bytes`` is given,
+    at most that many bytes as measured by ``size_of(value)`` (the newest entry is always kept)."""
 
-    def __init__(self, capacity: int = 64) -> None:
+    def __init__(self, capacity: int = 64, *, max_bytes: int | None = None,
+                 size_of: Callable[[T], int] | None = None) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self._size_of = size_of or (lambda _value: 0)
         self._items: OrderedDict[str, T] = OrderedDict()
+        self._sizes: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def get(self, key: str) -> T | None:
@@ -53,11 +58,21 @@ class MemoryCache(Generic[T]):
             return self._items[key]
 
     def put(self, key: str, value: T) -> None:
+        size = self._size_of(value)
         with self._lock:
             self._items[key] = value
+            self._sizes[key] = size
             self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            while len(self._items) > 1 and (len(self._items) > self.capacity or (
+                    self.max_bytes is not None and sum(self._sizes.values()) > self.max_bytes)):
+                oldest, _ = self._items.popitem(last=False)
+                self._sizes.pop(oldest, None)
+
+    @property
+    def size_bytes(self) -> int:
+        """Total measured size of the entries."""
+        with self._lock:
+            return sum(self._sizes.values())
 
     def __contains__(self, key: str) -> bool:
         with self._lock:

@@ -52,3 +52,7 @@ class StoreWriteError(ProtolensError):
 
 class Cancelled(ProtolensError):
     """A job was cancelled by its user (raised at the next cancellation check)."""
+
+
+class DeviceOutOfMemoryError(ProtolensError):
+    """A device ran out of memory even with a batch of one; the job may be retried on the CPU."""

@@ -67,7 +67,10 @@ class ImageMeta:
 class ResultRecord:
     """Provenance of one backend result on one photo.
 
-    ``threshold`` is in [0, 1] and read according to ``threshold_semantics`` ("value" or "mass").
+    ``threshold`` is in [0, 1] and read according to ``threshold_semantics``: "value" (mask = heatmap >= t)
+    or "mass" (the smallest set of cells holding that fraction of the attention mass). ``heatmap_threshold``
+    is the value threshold that realises it on the heatmap (equal to ``threshold`` for "value");
+    ``probability_threshold``, when a backend gives a probability map, also requires probability >= it.
     ``weights_id``/``weights_sha256`` are ``"none"`` for backends without weights.
     """
 
@@ -80,13 +83,24 @@ class ResultRecord:
     weights_sha256: str = "none"
     created: str = field(default_factory=utc_now)
     info: dict[str, Any] = field(default_factory=dict)
+    heatmap_threshold: float | None = None
+    probability_threshold: float | None = None
+
+    @property
+    def applied_threshold(self) -> float:
+        """The threshold applied to heatmap values."""
+        return float(self.threshold if self.heatmap_threshold is None else self.heatmap_threshold)
 
     def to_json(self) -> dict[str, Any]:
+        threshold: dict[str, Any] = {"value": float(self.threshold), "semantics": self.threshold_semantics,
+                                     "heatmap_threshold": self.applied_threshold}
+        if self.probability_threshold is not None:
+            threshold["probability"] = float(self.probability_threshold)
         return {
             "backend": {"id": self.backend_id, "version": self.backend_version},
             "weights": {"id": self.weights_id, "sha256": self.weights_sha256},
             "params": self.params,
-            "threshold": {"value": float(self.threshold), "semantics": self.threshold_semantics},
+            "threshold": threshold,
             "created": self.created,
             "info": self.info,
         }
@@ -100,6 +114,8 @@ class ResultRecord:
             threshold_semantics=data["threshold"].get("semantics", "value"),
             weights_id=data["weights"]["id"], weights_sha256=data["weights"]["sha256"],
             created=data.get("created", ""), info=dict(data.get("info", {})),
+            heatmap_threshold=data["threshold"].get("heatmap_threshold"),
+            probability_threshold=data["threshold"].get("probability"),
         )
 
 
@@ -110,6 +126,17 @@ class StoredResult:
     record: ResultRecord
     heatmap: Heatmap
     mask: np.ndarray | None
+    probability: Heatmap | None = None
+    score: np.ndarray | None = None
+
+
+def result_mask(heatmap: np.ndarray, record: ResultRecord, probability: np.ndarray | None = None) -> np.ndarray:
+    """The mask of a result: ``heatmap >= record.applied_threshold``, and ``probability >= p`` when the record
+    has a probability threshold and a probability map is given. All arrays (height, width); returns bool."""
+    mask = threshold_mask(heatmap, record.applied_threshold)
+    if probability is not None and record.probability_threshold is not None:
+        mask &= threshold_mask(probability, record.probability_threshold)
+    return mask
 
 
 def _safe_name(backend_id: str) -> str:
@@ -188,29 +215,33 @@ class ResultStore:
         return data
 
     def save_result(self, meta: ImageMeta, record: ResultRecord, heatmap: Heatmap,
-                    mask: np.ndarray | None = None) -> Path:
-        """Save a result (native-resolution heatmap, full-resolution mask, provenance) for one photo.
+                    mask: np.ndarray | None = None, probability: Heatmap | None = None,
+                    score: np.ndarray | None = None) -> Path:
+        """Save a result (native-resolution heatmap, probability map and raw scores, full-resolution mask,
+        provenance). ``score`` is the backend's raw mass map (same grid as the heatmap), kept for mass thresholds.
 
-        The mask defaults to ``heatmap >= record.threshold`` at full resolution. The sidecar keeps the
-        other backends' results and marks this one current. Returns the sidecar path.
+        The mask defaults to :func:`result_mask` at full resolution. The sidecar keeps the other backends'
+        results and marks this one current. Returns the sidecar path.
 
         Raises :class:`StoreWriteError` if neither store folder can be written, and
         :class:`SidecarError` if an existing sidecar is corrupt (it is moved aside first).
         """
         if mask is None:
-            mask = threshold_mask(heatmap.full_resolution(), record.threshold)
+            mask = result_mask(heatmap.full_resolution(), record,
+                               probability.full_resolution() if probability is not None else None)
         existing = self.read_sidecar(meta.path) or {}
         last_error: StoreWriteError | None = None
         for folder in self.folders(meta.path):
             try:
-                return self._write(folder, meta, record, heatmap, mask, existing)
+                return self._write(folder, meta, record, heatmap, mask, existing, probability, score)
             except StoreWriteError as exc:
                 last_error = exc
         assert last_error is not None
         raise last_error
 
     def _write(self, folder: Path, meta: ImageMeta, record: ResultRecord, heatmap: Heatmap,
-               mask: np.ndarray, existing: dict[str, Any]) -> Path:
+               mask: np.ndarray, existing: dict[str, Any], probability: Heatmap | None,
+               score: np.ndarray | None) -> Path:
         base = f"{meta.path.name}.{_safe_name(record.backend_id)}"
         write_npy_atomic(folder / f"{base}.heatmap.npy", heatmap.values)
         write_png_atomic(folder / f"{base}.mask.png", mask_to_png_array(mask))
@@ -218,6 +249,12 @@ class ResultStore:
         entry["heatmap"] = {"file": f"{base}.heatmap.npy", "shape": list(heatmap.values.shape),
                             "resolution": "native"}
         entry["mask"] = {"file": f"{base}.mask.png"}
+        if probability is not None:
+            write_npy_atomic(folder / f"{base}.probability.npy", probability.values)
+            entry["probability"] = {"file": f"{base}.probability.npy", "shape": list(probability.values.shape)}
+        if score is not None:
+            write_npy_atomic(folder / f"{base}.score.npy", np.asarray(score, dtype=np.float32))
+            entry["score"] = {"file": f"{base}.score.npy", "shape": list(np.shape(score))}
         results = dict(existing.get("results", {})) if existing.get("image", {}).get("sha256") == meta.sha256 else {}
         results[record.backend_id] = entry
         sidecar = {"schema": SIDECAR_SCHEMA, "image": meta.to_json(relative=True), "current": record.backend_id,
@@ -271,24 +308,30 @@ class ResultStore:
                 from protolens.core.imageio import read_mask
 
                 mask = read_mask(mask_path) > 127
+            probability = None
+            if "probability" in entry:
+                probability = Heatmap(read_npy(folder / entry["probability"]["file"]), heatmap.image_size)
+            score = read_npy(folder / entry["score"]["file"]) if "score" in entry else None
         except (KeyError, TypeError, ValueError, OSError):
             return None
-        return StoredResult(record, heatmap, mask)
+        return StoredResult(record, heatmap, mask, probability, score)
 
 
 def export_result(out_dir: str | Path, meta: ImageMeta, record: ResultRecord, heatmap: Heatmap,
-                  mask: np.ndarray | None = None) -> list[Path]:
+                  mask: np.ndarray | None = None, probability: Heatmap | None = None) -> list[Path]:
     """Write the export trio for one photo into ``out_dir`` (see the module docstring).
 
-    The heatmap is written at the photo's resolution; the mask defaults to ``heatmap >= threshold``.
-    Returns the written paths [mask, heatmap, sidecar]. Raises :class:`StoreWriteError`.
+    The heatmap is written at the photo's resolution; the mask defaults to :func:`result_mask`. A probability
+    map, when given, is written too (``<stem>.probability.npy``, float32, photo size).
+    Returns the written paths [mask, heatmap, sidecar(, probability)]. Raises :class:`StoreWriteError`.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise StoreWriteError(f"{out_dir}: exists and is not a folder")
     full = heatmap.full_resolution()
+    probability_full = probability.full_resolution() if probability is not None else None
     if mask is None:
-        mask = threshold_mask(full, record.threshold)
+        mask = result_mask(full, record, probability_full)
     stem = meta.path.stem
     paths = [out_dir / f"{stem}.mask.png", out_dir / f"{stem}.heatmap.npy", out_dir / f"{stem}.json"]
     write_png_atomic(paths[0], mask_to_png_array(mask))
@@ -298,5 +341,9 @@ def export_result(out_dir: str | Path, meta: ImageMeta, record: ResultRecord, he
                 "heatmap": {"file": paths[1].name, "dtype": "float32", "shape": [meta.height, meta.width],
                             "range": [0.0, 1.0]},
                 "coordinates": "row, col (y, x); origin top-left", "exported": utc_now()}
+    if probability_full is not None:
+        paths.append(out_dir / f"{stem}.probability.npy")
+        write_npy_atomic(paths[3], probability_full.astype(np.float32, copy=False))
+        document["probability"] = {"file": paths[3].name, "dtype": "float32", "shape": [meta.height, meta.width]}
     write_json_atomic(paths[2], document)
     return paths

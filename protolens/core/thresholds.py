@@ -83,3 +83,48 @@ def otsu_threshold(values: np.ndarray) -> float:
     level, _ = cv2.threshold(quantised.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     # OpenCV keeps values > level; our masks keep values >= t, so t is the next bin.
     return float(min(level + 1.0, 255.0) / 255.0)
+
+
+class MassThresholder:
+    """Fast repeated mass thresholds on one map: sorts once, then answers each fraction in O(log n).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The heatmap the mask is drawn from, any shape, in [0, 1].
+    scores : numpy.ndarray, optional
+        Non-negative masses of the same shape (e.g. raw attention probabilities); default ``values``.
+        ``values`` must rank cells like ``scores`` (true when values = min_max(scores)).
+    """
+
+    def __init__(self, values: np.ndarray, scores: np.ndarray | None = None) -> None:
+        values = np.asarray(values, dtype=np.float64).ravel()
+        scores = values if scores is None else np.clip(np.asarray(scores, dtype=np.float64).ravel(), 0.0, None)
+        if scores.shape != values.shape:
+            raise ValueError(f"scores {scores.shape} and values {values.shape} differ in size")
+        order = np.argsort(-scores, kind="stable")
+        total = scores.sum()
+        self._cumulative = np.cumsum(scores[order]) / total if total > 0 else np.zeros(len(order))
+        self._prefix_min = np.minimum.accumulate(values[order]) if len(order) else values
+        self._empty = total <= 0
+
+    def value_threshold(self, fraction: float) -> float:
+        """The heatmap threshold whose mask (values >= it) is the smallest set holding ``fraction`` of the mass.
+
+        Returns a value above 1 (nothing kept) for fraction <= 0 or a map without mass.
+        """
+        if fraction <= 0.0 or self._empty:
+            return float(np.nextafter(1.0, 2.0))
+        index = int(np.searchsorted(self._cumulative, min(fraction, 1.0) - 1e-12, side="left"))
+        return float(self._prefix_min[min(index, len(self._prefix_min) - 1)])
+
+
+def heatmap_threshold(values: np.ndarray, threshold: float, semantics: str = "value",
+                      scores: np.ndarray | None = None) -> float:
+    """The threshold on heatmap ``values`` that realises ``threshold`` read with ``semantics``.
+
+    "value": ``threshold`` itself. "mass": see :class:`MassThresholder` (DINO, arXiv 2104.14294).
+    """
+    if ThresholdSemantics(semantics) is ThresholdSemantics.VALUE:
+        return float(threshold)
+    return MassThresholder(values, scores).value_threshold(threshold)

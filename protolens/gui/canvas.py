@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QGraphicsItem
+from PySide6.QtGui import QColor, QPen
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsRectItem
 
 from protolens.gui.mask_overlay import MaskOverlayItem, threshold_index
 
@@ -73,6 +73,8 @@ class ImageCanvas(pg.GraphicsView):
         self.photo_item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.heatmap_item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.image_size: tuple[int, int] | None = None
+        self._window_items: list[QGraphicsRectItem] = []
+        self._windows_visible = False
         self._display: np.ndarray | None = None
         self._threshold = 0.5
         self._stretch = True
@@ -104,21 +106,31 @@ class ImageCanvas(pg.GraphicsView):
             self.view.setRange(QRectF(0, 0, width, height), padding=0.01)
 
     # --- heatmap ---------------------------------------------------------------------------------
-    def set_heatmap(self, values: np.ndarray | None) -> None:
-        """Show a heatmap (rows, cols) float in [0, 1] stretched over the photo, or clear it with None."""
+    def set_heatmap(self, values: np.ndarray | None, probability: np.ndarray | None = None) -> None:
+        """Show a heatmap (rows, cols) float in [0, 1] stretched over the photo, or clear it with None.
+
+        ``probability`` ((rows', cols') in [0, 1], any resolution) restricts the mask to probability >= the
+        probability threshold.
+        """
+        self.set_windows([])
         if values is None or self.image_size is None:
             self._display = None
             self.heatmap_item.clear()
             self.mask_item.set_map(None)
             return
         self._display = display_map(values, self.image_size)
+        shown_probability = None
+        if probability is not None:
+            shown_probability = cv2.resize(display_map(probability, self.image_size),
+                                           (self._display.shape[1], self._display.shape[0]),
+                                           interpolation=cv2.INTER_NEAREST)
         height, width = self.image_size
         rect = QRectF(0, 0, width, height)
         low, high = int(self._display.min()), int(self._display.max())
         levels = (low, high) if self._stretch and high - low >= 8 else (0, 255)
         self.heatmap_item.setImage(self._display, autoLevels=False, levels=levels)
         self.heatmap_item.setRect(rect)
-        self.mask_item.set_map(self._display, rect)
+        self.mask_item.set_map(self._display, rect, shown_probability)
         self._apply_threshold()
 
     @property
@@ -166,6 +178,36 @@ class ImageCanvas(pg.GraphicsView):
         self.mask_item.setVisible(self._mode != "none" and self._display is not None)
         self.mask_item.set_outline(self._mode == "outline")
         self.mask_item.set_threshold(self._threshold)
+
+    def set_probability_threshold(self, threshold: float) -> None:
+        """Also require probability >= ``threshold`` (only for heatmaps shown with a probability map)."""
+        self.mask_item.set_probability_threshold(threshold)
+
+    def set_windows(self, rects: list[list[float]]) -> None:
+        """Outline analysis windows, each [x, y, width, height] in photo pixels (dashed; see ``set_windows_visible``)."""
+        for item in self._window_items:
+            self.view.removeItem(item)
+        self._window_items = []
+        pen = QPen(QColor(255, 220, 0, 200))
+        pen.setCosmetic(True)
+        pen.setStyle(Qt.PenStyle.DashLine)
+        for x, y, width, height in rects:
+            item = QGraphicsRectItem(QRectF(x, y, width, height))
+            item.setPen(pen)
+            item.setZValue(10)
+            item.setVisible(self._windows_visible)
+            self.view.addItem(item)
+            self._window_items.append(item)
+
+    def set_windows_visible(self, visible: bool) -> None:
+        self._windows_visible = bool(visible)
+        for item in self._window_items:
+            item.setVisible(self._windows_visible)
+
+    @property
+    def window_count(self) -> int:
+        """Number of analysis windows outlined."""
+        return len(self._window_items)
 
     def mask_fraction(self) -> float:
         """Fraction of the display map at or above the threshold (what the overlay shows); 0 without a map."""

@@ -20,9 +20,13 @@ def _slider(value: float) -> QLabeledDoubleSlider:
 
 class DisplayPanel(QGroupBox):
     """Signals: ``threshold_changed(float)``, ``opacity_changed(float)``, ``colormap_changed(str)``,
-    ``overlay_changed(str)``, ``heatmap_toggled(bool)``, ``stretch_toggled(bool)``, ``export_requested``."""
+    ``overlay_changed(str)``, ``heatmap_toggled(bool)``, ``stretch_toggled(bool)``, ``semantics_changed(str)``
+    ("value" or "mass"), ``probability_changed(float)``, ``windows_toggled(bool)``, ``export_requested``."""
 
     threshold_changed = Signal(float)
+    semantics_changed = Signal(str)
+    probability_changed = Signal(float)
+    windows_toggled = Signal(bool)
     opacity_changed = Signal(float)
     colormap_changed = Signal(str)
     overlay_changed = Signal(str)
@@ -47,8 +51,20 @@ class DisplayPanel(QGroupBox):
         self.threshold = _slider(0.5)
         self.threshold.setObjectName("threshold_slider")
         self.threshold.valueChanged.connect(self.threshold_changed)
-        self.semantics = QLabel("mask = score ≥ threshold (by value)")
-        self.semantics.setStyleSheet("color:#888;font-size:11px;")
+        self.semantics = QComboBox()
+        self.semantics.setObjectName("semantics_combo")
+        self.semantics.addItem("by value", "value")
+        self.semantics.addItem("by attention mass", "mass")
+        self.semantics.currentIndexChanged.connect(self._semantics_changed)
+        self.semantics_label = QLabel()
+        self.semantics_label.setWordWrap(True)
+        self.semantics_label.setStyleSheet("color:#888;font-size:11px;")
+        self.probability = _slider(0.5)
+        self.probability.setObjectName("probability_slider")
+        self.probability.valueChanged.connect(self.probability_changed)
+        self.probability_label = QLabel("Probability ≥")
+        self.show_windows = QCheckBox("Show analysis windows (tiles)")
+        self.show_windows.toggled.connect(self.windows_toggled)
         self.auto_threshold = QCheckBox("Start at the suggested threshold (Otsu)")
         self.auto_threshold.setChecked(True)
         self.overlay = QComboBox()
@@ -62,10 +78,39 @@ class DisplayPanel(QGroupBox):
         form.addRow(self.stretch)
         form.addRow("Opacity", self.opacity)
         form.addRow("Threshold", self.threshold)
-        form.addRow(self.semantics)
+        form.addRow("Semantics", self.semantics)
+        form.addRow(self.semantics_label)
+        form.addRow(self.probability_label, self.probability)
         form.addRow(self.auto_threshold)
         form.addRow("Mask", self.overlay)
+        form.addRow(self.show_windows)
         form.addRow(self.export_button)
+        self._describe_semantics()
+        self.set_probability_available(False)
+
+    def semantics_value(self) -> str:
+        """The active threshold semantics: "value" or "mass"."""
+        return str(self.semantics.currentData())
+
+    def set_semantics(self, semantics: str) -> None:
+        """Select ``semantics`` ("value"/"mass"); emits ``semantics_changed`` if it changes."""
+        self.semantics.setCurrentIndex(max(0, self.semantics.findData(semantics)))
+
+    def _describe_semantics(self) -> None:
+        if self.semantics_value() == "mass":
+            text = "mask = the smallest set of cells holding this fraction of the attention mass (DINO)"
+        else:
+            text = "mask = score ≥ threshold (by value)"
+        self.semantics_label.setText(text)
+
+    def _semantics_changed(self, _index: int) -> None:
+        self._describe_semantics()
+        self.semantics_changed.emit(self.semantics_value())
+
+    def set_probability_available(self, available: bool) -> None:
+        """Show the probability slider only for results that carry a probability map."""
+        self.probability.setVisible(available)
+        self.probability_label.setVisible(available)
 
     def set_threshold(self, value: float) -> None:
         """Move the slider (emits ``threshold_changed`` like a user move)."""

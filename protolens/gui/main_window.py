@@ -18,7 +18,8 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QSc
 from protolens.core.errors import BackendUnavailableError, Cancelled, ProtolensError
 from protolens.core.imageio import is_image_path, list_images
 from protolens.core.jobs import CancelToken, Progress
-from protolens.core.store import ResultStore, export_result
+from protolens.core.store import ResultStore
+from protolens.core.thresholds import MassThresholder
 from protolens.gui.backend_panel import BackendPanel
 from protolens.gui.canvas import ImageCanvas
 from protolens.gui.display_panel import DisplayPanel
@@ -28,7 +29,7 @@ from protolens.gui.settings import add_recent_folder, open_settings, recent_fold
 from protolens.gui.thumbnails import ThumbnailStrip
 from protolens.gui.workers import Job, JobRunner
 from protolens.models.registry import Registry
-from protolens.services.results import FoundResult, find_result
+from protolens.services.results import FoundResult, find_result, mass_thresholder
 from protolens.services.segment import LoadedImage, Segmenter, SegmentOutcome
 
 SAVE_DELAY_MS = 1500
@@ -55,6 +56,7 @@ class MainWindow(QMainWindow):
         self.run_job: Job | None = None
         self._params: dict[str, dict[str, Any]] = {}
         self._dirty = False
+        self._mass: tuple[FoundResult, MassThresholder] | None = None
         self._build_widgets()
         self._build_menus()
         self._connect()
@@ -90,7 +92,7 @@ class MainWindow(QMainWindow):
         dock.setMinimumWidth(340)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.image_label, self.cursor_label = QLabel("no folder"), QLabel("")
-        self.jobs_label, self.device_label = QLabel("jobs: idle"), QLabel("device: cpu")
+        self.jobs_label, self.device_label = QLabel("jobs: idle"), QLabel("devices: cpu")
         self.statusBar().addWidget(self.image_label, 1)
         self.statusBar().addWidget(self.cursor_label)
         for label in (self.jobs_label, self.device_label):
@@ -99,6 +101,10 @@ class MainWindow(QMainWindow):
         self._save_timer.setSingleShot(True)
         self._save_timer.setInterval(SAVE_DELAY_MS)
         self._save_timer.timeout.connect(self.save_to_store)
+        self._device_timer = QTimer(self)
+        self._device_timer.setInterval(1000)
+        self._device_timer.timeout.connect(self._refresh_devices)
+        self._device_timer.start()
 
     def _action(self, menu: Any, text: str, slot: Any, shortcut: str | QKeySequence | None = None) -> QAction:
         action = QAction(text, self)
@@ -142,6 +148,9 @@ class MainWindow(QMainWindow):
         bp.cancel_requested.connect(self.cancel_run)
         bp.download_requested.connect(self.open_weights_dialog)
         dp.threshold_changed.connect(self._threshold_changed)
+        dp.semantics_changed.connect(self._semantics_changed)
+        dp.probability_changed.connect(self._probability_changed)
+        dp.windows_toggled.connect(self.canvas.set_windows_visible)
         dp.opacity_changed.connect(self.canvas.set_heatmap_opacity)
         dp.colormap_changed.connect(self.canvas.set_colormap)
         dp.overlay_changed.connect(self.canvas.set_overlay_mode)
@@ -266,15 +275,29 @@ class MainWindow(QMainWindow):
             self.backend_panel.status.setText("no result for this photo yet: press Run (Ctrl+R)")
 
     def _show_result(self, found: FoundResult) -> None:
-        self.result = found
-        self.canvas.set_heatmap(found.heatmap.values)
-        use_suggested = found.suggested_threshold is not None and self.display_panel.auto_threshold.isChecked()
-        threshold = found.suggested_threshold if use_suggested else found.record.threshold
-        self.display_panel.threshold.blockSignals(True)
-        self.display_panel.set_threshold(threshold)
-        self.display_panel.threshold.blockSignals(False)
-        self._threshold_changed(self.display_panel.threshold_value(), user=False)
+        self.result, self._mass = found, None
+        probability = found.probability.values if found.probability is not None else None
+        self.canvas.set_heatmap(found.heatmap.values, probability)
+        self.canvas.set_windows(found.windows)
+        dp = self.display_panel
+        dp.set_probability_available(probability is not None)
+        if probability is not None:
+            self.canvas.set_probability_threshold(found.record.probability_threshold or dp.probability.value())
         record = found.record
+        if found.suggested_threshold is None:
+            pass  # a threshold the user saved: keep it and its semantics
+        elif dp.auto_threshold.isChecked() and dp.semantics_value() == "value":
+            record.threshold, record.threshold_semantics = float(found.suggested_threshold), "value"
+        else:
+            record.threshold, record.threshold_semantics = dp.threshold_value(), dp.semantics_value()
+        dp.semantics.blockSignals(True)
+        dp.set_semantics(record.threshold_semantics)
+        dp._describe_semantics()
+        dp.semantics.blockSignals(False)
+        dp.threshold.blockSignals(True)
+        dp.set_threshold(record.threshold)
+        dp.threshold.blockSignals(False)
+        self._apply_threshold()
         where = {"store": "saved result", "cache": "cached result", "computed": "computed"}[found.source]
         self.backend_panel.status.setText(f"{where}: {record.backend_id} {record.params}")
         self._dirty = found.source != "store"
@@ -328,8 +351,14 @@ class MainWindow(QMainWindow):
         if self._is_live(token):
             self.backend_panel.set_progress(report.fraction, report.text)
 
+    def _refresh_devices(self) -> None:
+        """Devices of the model pool with their running and queued jobs (the pool exists once a model ran)."""
+        self.device_label.setText(f"devices: {self.segmenter.device_description()}")
+
     def _run_done(self, image: LoadedImage, outcome: SegmentOutcome) -> None:
-        self.device_label.setText(f"device: {self.segmenter.device_description()}")
+        self._refresh_devices()
+        if self.segmenter.pool_status() and self.segmenter.pool().warnings:
+            self.messages.show_message(self.segmenter.pool().warnings.pop(), "warning")
         if image is self.image:
             self._show_result(FoundResult.from_outcome(outcome))
             self.backend_panel.set_progress(1.0, f"done in {outcome.seconds:.2f} s"
@@ -351,10 +380,43 @@ class MainWindow(QMainWindow):
                 self.backend_panel.set_progress(0.0, "cancelled")
 
     # --- threshold, saving, export ---------------------------------------------------------------
-    def _threshold_changed(self, value: float, user: bool = True) -> None:
-        self.canvas.set_threshold(value)
-        if self.result is not None and user:
+    def _threshold_changed(self, value: float) -> None:
+        if self.result is not None:
             self.result.record.threshold = float(value)
+            self._dirty = True
+            self._save_timer.start()
+        self._apply_threshold()
+
+    def _apply_threshold(self) -> None:
+        """Draw the mask for the slider's threshold in the active semantics (mass -> equivalent value)."""
+        value = self.display_panel.threshold_value()
+        if self.display_panel.semantics_value() == "value" or self.result is None:
+            self.canvas.set_threshold(value)
+        elif self._mass is not None and self._mass[0] is self.result:
+            self.canvas.set_threshold(self._mass[1].value_threshold(value))
+        else:
+            found = self.result
+            self.jobs.submit(mass_thresholder, found, kind="mass",
+                             on_result=lambda thresholder: self._mass_ready(found, thresholder))
+
+    def _mass_ready(self, found: FoundResult, thresholder: MassThresholder) -> None:
+        if found is self.result:
+            self._mass = (found, thresholder)
+            self._apply_threshold()
+
+    def _semantics_changed(self, semantics: str) -> None:
+        """Switch between thresholds by value and by attention mass (DINO's 60 % is the mass default)."""
+        dp = self.display_panel
+        if self.result is not None:
+            self.result.record.threshold_semantics = semantics
+        default = 0.6 if semantics == "mass" else (self.result.suggested_threshold if self.result is not None
+                                                    and self.result.suggested_threshold is not None else 0.5)
+        dp.set_threshold(default)
+
+    def _probability_changed(self, value: float) -> None:
+        self.canvas.set_probability_threshold(value)
+        if self.result is not None and self.result.probability is not None:
+            self.result.record.probability_threshold = float(value)
             self._dirty = True
             self._save_timer.start()
 
@@ -364,9 +426,8 @@ class MainWindow(QMainWindow):
         if not self._dirty or self.result is None or self.image is None:
             return
         self._dirty = False
-        found, meta = self.result, self.image.meta
-        record = dataclasses.replace(found.record, params=dict(found.record.params))  # a snapshot for the worker
-        self.jobs.submit(self.store.save_result, meta, record, found.heatmap, kind="save", lane="store",
+        snapshot = dataclasses.replace(self.result, record=dataclasses.replace(self.result.record))
+        self.jobs.submit(snapshot.save, self.store, self.image.meta, kind="save", lane="store",
                          on_error=lambda exc: self.messages.error(f"not saved: {exc}"))
 
     def export_current(self, out_dir: str | Path | None = None) -> None:
@@ -380,8 +441,8 @@ class MainWindow(QMainWindow):
             if not out_dir:
                 return
         self.settings.setValue("export_folder", str(out_dir))
-        found, meta = self.result, self.image.meta
-        self.jobs.submit(export_result, out_dir, meta, found.record, found.heatmap, kind="export",
+        snapshot = dataclasses.replace(self.result, record=dataclasses.replace(self.result.record))
+        self.jobs.submit(snapshot.export, out_dir, self.image.meta, kind="export",
                          on_result=lambda paths: self.messages.info(
                              f"exported {', '.join(p.name for p in paths)} to {out_dir}"),
                          on_error=lambda exc: self.messages.error(f"export failed: {exc}"))

@@ -33,6 +33,9 @@ class MaskOverlayItem(QGraphicsItem):
     def __init__(self) -> None:
         super().__init__()
         self._levels: np.ndarray | None = None
+        self._probability: np.ndarray | None = None
+        self._probability_index = 0
+        self._screen_probability: np.ndarray | None = None
         self._rect = QRectF()
         self._index = 128
         self._color = QColor(0, 255, 255, 90)
@@ -43,10 +46,16 @@ class MaskOverlayItem(QGraphicsItem):
         self._image: QImage | None = None
         self._buffer: np.ndarray | None = None
 
-    def set_map(self, levels: np.ndarray | None, rect: QRectF | None = None) -> None:
-        """Show ``levels`` ((rows, cols) uint8) over ``rect``, or nothing with None."""
+    def set_map(self, levels: np.ndarray | None, rect: QRectF | None = None,
+                probability: np.ndarray | None = None) -> None:
+        """Show ``levels`` ((rows, cols) uint8) over ``rect``, or nothing with None.
+
+        ``probability`` (same shape, uint8 probability * 255) additionally requires probability >= the
+        probability threshold (see :meth:`set_probability_threshold`).
+        """
         self.prepareGeometryChange()
         self._levels = None if levels is None else np.ascontiguousarray(levels, dtype=np.uint8)
+        self._probability = None if probability is None else np.ascontiguousarray(probability, dtype=np.uint8)
         self._rect = QRectF(rect) if rect is not None else QRectF()
         self._screen_key, self._image = None, None
         self.update()
@@ -55,6 +64,12 @@ class MaskOverlayItem(QGraphicsItem):
         index = threshold_index(threshold)
         if index != self._index:
             self._index, self._image = index, None
+            self.update()
+
+    def set_probability_threshold(self, threshold: float) -> None:
+        index = threshold_index(threshold)
+        if index != self._probability_index:
+            self._probability_index, self._image = index, None
             self.update()
 
     def set_color(self, color: QColor) -> None:
@@ -97,8 +112,10 @@ class MaskOverlayItem(QGraphicsItem):
             ys = ((np.arange(y0, y1) + 0.5 - screen.top()) * (rows / screen.height())).astype(np.int32)
             map_x = np.broadcast_to(np.clip(xs, 0, cols - 1).astype(np.float32), (y1 - y0, x1 - x0))
             map_y = np.broadcast_to(np.clip(ys, 0, rows - 1).astype(np.float32)[:, None], (y1 - y0, x1 - x0))
-            self._screen_levels = cv2.remap(self._levels, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y),
-                                            cv2.INTER_NEAREST)
+            map_x, map_y = np.ascontiguousarray(map_x), np.ascontiguousarray(map_y)
+            self._screen_levels = cv2.remap(self._levels, map_x, map_y, cv2.INTER_NEAREST)
+            self._screen_probability = None if self._probability is None else cv2.remap(
+                self._probability, map_x, map_y, cv2.INTER_NEAREST)
             self._screen_key, self._origin, self._image = key, QPointF(x0, y0), None
         return True
 
@@ -112,6 +129,9 @@ class MaskOverlayItem(QGraphicsItem):
             mask = np.full_like(levels, 255)
         else:
             mask = cv2.threshold(levels, self._index - 1, 255, cv2.THRESH_BINARY)[1]
+        if self._screen_probability is not None and self._probability_index > 0:
+            mask = cv2.bitwise_and(mask, cv2.threshold(self._screen_probability, self._probability_index - 1, 255,
+                                                       cv2.THRESH_BINARY)[1])
         if self._outline:
             mask = cv2.subtract(mask, cv2.erode(mask, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE))
         self._buffer = cv2.merge([cv2.threshold(mask, 127, value, cv2.THRESH_BINARY)[1] for value in channels])

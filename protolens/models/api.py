@@ -52,6 +52,9 @@ class WeightsSpec:
         SPDX licence id of the weights.
     sha256 : str or None
         Expected SHA-256 of the file, if known.
+    extra_files : tuple of str
+        Further files of the repository the model needs beside the weights (``config.json`` for
+        Hugging Face ``transformers`` models); downloaded with them.
     """
 
     name: str
@@ -60,6 +63,7 @@ class WeightsSpec:
     size_bytes: int | None = None
     licence: str = "unknown"
     sha256: str | None = None
+    extra_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,13 +112,16 @@ class RunContext:
     device : str
         Torch device string (``"cpu"``, ``"cuda:0"``).
     dtype : str
-        Compute dtype: ``"float32"``, or ``"bfloat16"`` / ``"float16"`` for autocast.
+        Compute dtype: ``"float32"``, ``"bfloat16"`` / ``"float16"`` for autocast, or ``"auto"``
+        (bfloat16 on CUDA, float32 on the CPU; see ``resolve_dtype``).
     cache_dir : Path or None
         A folder the backend may use for its own caches.
     cancel : CancelToken
         Checked between batches with ``cancel.raise_if_set()``.
     weights_path : Path or None
         Weights the user chose (a file or a Hugging Face snapshot folder); None = the local cache.
+    image_id : str or None
+        SHA-256 of the image's file, when known: the key of backend-side feature caches.
     """
 
     device: str = "cpu"
@@ -124,6 +131,13 @@ class RunContext:
     weights_path: Path | None = None
     allow_random_weights: bool = False
     """Build models with random weights when none are found (tests and benchmarks only)."""
+    image_id: str | None = None
+
+    def resolved_dtype(self) -> str:
+        """``dtype`` with ``"auto"`` resolved for ``device``: bfloat16 on CUDA, float32 elsewhere."""
+        if self.dtype != "auto":
+            return self.dtype
+        return "bfloat16" if self.device.startswith("cuda") else "float32"
 
 
 class Backend:
@@ -174,6 +188,11 @@ _LAZY = {
     "grid_size": "protolens.models.vit.preprocess",
     "capture_cls_attention": "protolens.models.vit.capture",
     "capture_attentions": "protolens.models.vit.capture",
+    "capture_summaries": "protolens.models.vit.capture",
+    "window_summaries": "protolens.models.vit.engine",
+    "crop_token_grid": "protolens.models.vit.engine",
+    "resize_to_grid": "protolens.models.vit.preprocess",
+    "normalise": "protolens.models.vit.preprocess",
     "autocast": "protolens.models.device",
     "resolve_weights": "protolens.models.weights",
     "weights_sha256": "protolens.models.weights",

@@ -21,7 +21,10 @@ def default_device() -> str:
 def describe_device(device: str) -> str:
     """A short human description, e.g. ``"cuda:0 (NVIDIA H200)"`` or ``"cpu (2 threads)"``."""
     if device.startswith("cuda"):
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+        try:
+            return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+        except (RuntimeError, AssertionError, ValueError):
+            return device
     return f"cpu ({torch.get_num_threads()} threads)"
 
 

@@ -57,7 +57,7 @@ def parse_manifest(data: dict[str, Any], source: str) -> BackendManifest:
     weights = tuple(
         WeightsSpec(name=name, hf_repo=entry["hf_repo"], filename=entry.get("filename", "model.safetensors"),
                     size_bytes=entry.get("size_bytes"), licence=entry.get("licence", "unknown"),
-                    sha256=entry.get("sha256"))
+                    sha256=entry.get("sha256"), extra_files=tuple(entry.get("extra_files", ())))
         for name, entry in data.get("weights", {}).items()
     )
     return BackendManifest(

@@ -153,6 +153,8 @@ def pull_weights(spec: WeightsSpec, *, progress: Callable[[int, int | None], Non
     from huggingface_hub import hf_hub_download
 
     try:
+        for extra in spec.extra_files:
+            hf_hub_download(spec.hf_repo, extra)
         path = Path(hf_hub_download(spec.hf_repo, spec.filename, tqdm_class=_progress_class(progress, cancel)))
     except Cancelled:
         raise

@@ -10,7 +10,8 @@ from typing import Any
 from protolens.core.errors import ImageReadError, ProtolensError, SidecarError, StoreWriteError
 from protolens.core.imageio import expand_paths
 from protolens.core.jobs import CancelToken, Progress
-from protolens.core.store import ResultStore, export_result
+from protolens.core.store import ResultStore
+from protolens.services.results import FoundResult
 from protolens.services.segment import Segmenter, SegmentOutcome, drain, load_image
 
 
@@ -29,20 +30,24 @@ class BatchSummary:
 
 
 def save_outcome(outcome: SegmentOutcome, threshold: float | None, *, out_dir: str | Path | None,
-                 store: ResultStore, semantics: str = "value") -> list[Path]:
-    """Write one result: the export trio into ``out_dir``, or the per-photo result store if it is None.
+                 store: ResultStore, semantics: str = "value", probability_threshold: float | None = None) -> list[Path]:
+    """Write one result: the export files into ``out_dir``, or the per-photo result store if it is None.
 
-    Returns the written paths. Raises :class:`StoreWriteError` or :class:`SidecarError`.
+    ``threshold`` is read with ``semantics`` ("value" or "mass"); None takes the default of
+    :meth:`SegmentOutcome.record`. Returns the written paths. Raises :class:`StoreWriteError` or
+    :class:`SidecarError`.
     """
-    record = outcome.record(threshold, semantics)
+    found = FoundResult.from_outcome(outcome)
+    found.record = outcome.record(threshold, semantics, probability_threshold)
     if out_dir is not None:
-        return export_result(out_dir, outcome.image, record, outcome.result.heatmap)
-    return [store.save_result(outcome.image, record, outcome.result.heatmap)]
+        return found.export(out_dir, outcome.image)
+    return [found.save(store, outcome.image)]
 
 
 def segment_paths(paths: Iterable[str | Path], backend_id: str, params: Mapping[str, Any] | None = None, *,
                   segmenter: Segmenter, threshold: float | None = None, out_dir: str | Path | None = None,
                   store: ResultStore | None = None, weights_path: str | Path | None = None,
+                  semantics: str = "value", probability_threshold: float | None = None,
                   cancel: CancelToken | None = None, allow_random_weights: bool = False,
                   on_file: Callable[[int, int, Path], None] | None = None,
                   on_progress: Callable[[Progress], None] | None = None,
@@ -51,7 +56,8 @@ def segment_paths(paths: Iterable[str | Path], backend_id: str, params: Mapping[
 
     Errors tied to one file (unreadable image, corrupt sidecar, write failure) are reported through
     ``on_error`` and counted; errors that would fail every file (unknown backend, bad parameters, missing
-    weights) are raised at once. ``threshold`` None uses each result's suggested threshold.
+    weights) are raised at once. ``threshold`` (read with ``semantics``, "value" or "mass") None uses each
+    result's suggested threshold (value) or 0.6 (mass).
     """
     files = expand_paths(paths)
     store = store or ResultStore.from_environment()
@@ -65,7 +71,8 @@ def segment_paths(paths: Iterable[str | Path], backend_id: str, params: Mapping[
             image = load_image(path)
             outcome = drain(segmenter.run(image, backend_id, params, weights_path=weights_path, cancel=cancel,
                                           allow_random_weights=allow_random_weights), on_progress)
-            summary.written += save_outcome(outcome, threshold, out_dir=out_dir, store=store)
+            summary.written += save_outcome(outcome, threshold, out_dir=out_dir, store=store, semantics=semantics,
+                                            probability_threshold=probability_threshold)
             summary.processed += 1
         except (ImageReadError, SidecarError, StoreWriteError) as exc:
             summary.failed.append((path, str(exc)))

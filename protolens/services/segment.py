@@ -6,6 +6,8 @@ not part of it: thresholds are applied to cached heatmaps and never rerun a mode
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from protolens.core.imageio import read_image
 from protolens.core.jobs import CancelToken, Progress
 from protolens.core.params import make_params, params_to_dict
 from protolens.core.store import ImageMeta, ResultRecord
+from protolens.core.thresholds import heatmap_threshold
 from protolens.core.types import BackendResult, Heatmap
 from protolens.models.api import RunContext
 from protolens.models.registry import Registry
@@ -55,12 +58,28 @@ class SegmentOutcome:
     seconds: float = 0.0
     extras_info: dict[str, Any] = field(default_factory=dict)
 
-    def record(self, threshold: float | None = None, semantics: str = "value") -> ResultRecord:
-        """Provenance of this result at ``threshold`` (default: the backend's suggestion, else 0.5)."""
+    @property
+    def probability(self) -> Heatmap | None:
+        """The backend's probability map (``extras["probability"]``) as a heatmap, if it gave one."""
+        values = self.result.extras.get("probability")
+        return None if values is None else Heatmap(values, self.result.heatmap.image_size)
+
+    def record(self, threshold: float | None = None, semantics: str = "value",
+               probability_threshold: float | None = None) -> ResultRecord:
+        """Provenance of this result at ``threshold`` read with ``semantics`` ("value" or "mass").
+
+        ``threshold`` defaults to the backend's suggestion for "value" (else 0.5) and to 0.6 for "mass"
+        (DINO's 60 % of the attention mass). A mass threshold is turned into the equivalent heatmap
+        threshold on the backend's raw scores (``extras["score"]``, else the heatmap values).
+        """
         if threshold is None:
-            threshold = self.result.suggested_threshold if self.result.suggested_threshold is not None else 0.5
+            suggested = self.result.suggested_threshold
+            threshold = 0.6 if semantics == "mass" else (suggested if suggested is not None else 0.5)
+        applied = heatmap_threshold(self.result.heatmap.values, float(threshold), semantics,
+                                    self.result.extras.get("score"))
         return ResultRecord(self.backend_id, self.backend_version, dict(self.params), float(threshold), semantics,
-                            self.weights_id, self.weights_sha256, info=dict(self.result.info))
+                            self.weights_id, self.weights_sha256, info=dict(self.result.info),
+                            heatmap_threshold=applied, probability_threshold=probability_threshold)
 
 
 def _to_cache(result: BackendResult) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -86,27 +105,38 @@ class Segmenter:
     disk_cache : DiskCache or None, optional
         On-disk heatmap cache; default ``<user cache>/heatmaps`` (2 GiB cap); None disables it.
     device : str, optional
-        Torch device for backends that need torch; default the first CUDA device, else the CPU.
+        Preferred torch device for backends that need torch; default: the device pool picks the least busy
+        CUDA device, else the CPU.
     dtype : str
-        ``"float32"`` or an autocast dtype (``"bfloat16"``, ``"float16"``).
+        ``"auto"`` (bfloat16 autocast on CUDA, float32 on the CPU), ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+
+    Backends that require torch run on a :class:`~protolens.models.pool.DevicePool` (one worker per CUDA device
+    plus the CPU), created on first use so that weightless backends never import torch.
     """
 
     def __init__(self, registry: Registry | None = None, *, disk_cache: DiskCache | None | str = "default",
-                 device: str | None = None, dtype: str = "float32", memory_capacity: int = 48) -> None:
+                 device: str | None = None, dtype: str = "auto", memory_capacity: int = 48) -> None:
         self.registry = registry or Registry.discover()
         self.disk_cache = DiskCache(default_cache_dir() / "heatmaps") if disk_cache == "default" else disk_cache
         self.memory: MemoryCache[BackendResult] = MemoryCache(memory_capacity)
         self.device = device
         self.dtype = dtype
+        self.last_device: str | None = None
+        self._pool: Any = None
+        self._pool_lock = threading.Lock()
 
-    def _device_for(self, requires: tuple[str, ...]) -> str:
-        if self.device is None:
-            if "torch" not in requires:
-                return "cpu"
-            from protolens.models.device import default_device
+    def pool(self) -> Any:
+        """The device pool (created, and torch imported, on first call)."""
+        with self._pool_lock:
+            if self._pool is None:
+                from protolens.models.pool import DevicePool
 
-            self.device = default_device()
-        return self.device
+                self._pool = DevicePool()
+            return self._pool
+
+    def pool_status(self) -> list[Any]:
+        """Devices with running/queued job counts; empty until a torch backend has run."""
+        return self._pool.status() if self._pool is not None else []
 
     def _prepare(self, image: LoadedImage, backend_id: str, params: Mapping[str, Any] | None,
                  weights_path: str | Path | None, cancel: CancelToken | None,
@@ -114,10 +144,9 @@ class Segmenter:
         manifest = self.registry.manifest(backend_id)
         values = make_params(manifest.params, params or {})
         backend = self.registry.create(backend_id)
-        ctx = RunContext(device=self._device_for(manifest.requires), dtype=self.dtype,
-                         cache_dir=default_cache_dir(), cancel=cancel or CancelToken(),
-                         weights_path=Path(weights_path) if weights_path else None,
-                         allow_random_weights=allow_random_weights)
+        ctx = RunContext(device="cpu", dtype=self.dtype, cache_dir=default_cache_dir(),
+                         cancel=cancel or CancelToken(), weights_path=Path(weights_path) if weights_path else None,
+                         allow_random_weights=allow_random_weights, image_id=image.meta.sha256)
         weights_id, weights_sha = backend.weights_identity(values, ctx)
         plain = params_to_dict(values)
         key = sha256_json({"image": image.meta.sha256, "backend": [manifest.id, manifest.version],
@@ -167,7 +196,14 @@ class Segmenter:
             yield Progress(1.0, "from cache")
         else:
             ctx.cancel.raise_if_set()
-            outcome.result = yield from backend.run(image.rgb, values, ctx)
+            if "torch" in self.registry.manifest(backend_id).requires:
+                def job(device: str) -> Generator[Progress, None, BackendResult]:
+                    self.last_device = device
+                    return (yield from backend.run(image.rgb, values, dataclasses.replace(ctx, device=device)))
+
+                outcome.result = yield from self.pool().run(job, cancel=ctx.cancel, prefer=self.device)
+            else:
+                outcome.result = yield from backend.run(image.rgb, values, ctx)
             self.memory.put(key, outcome.result)
             if self.disk_cache is not None:
                 self.disk_cache.put(key, *_to_cache(outcome.result))
@@ -175,12 +211,12 @@ class Segmenter:
         return outcome
 
     def device_description(self) -> str:
-        """The device torch backends run on, in words (imports torch only once a torch backend has run)."""
-        if self.device is None:
+        """The devices of the pool with their jobs, in words; "cpu" until a torch backend has run."""
+        status = self.pool_status()
+        if not status:
             return "cpu"
-        from protolens.models.device import describe_device
-
-        return describe_device(self.device)
+        return ", ".join(f"{s.description}" + (f" [{s.running} running, {s.queued} queued]" if s.running or s.queued
+                                                  else "") for s in status)
 
 
 def drain(generator: Generator[Progress, None, Any], on_progress: Any = None) -> Any:

@@ -120,7 +120,7 @@ def test_files_and_sidecar_schema(photo, meta):
     assert entry["heatmap"] == {"file": "robin.jpg.vit-attention.heatmap.npy", "shape": [23, 37],
                                 "resolution": "native"}
     assert entry["mask"] == {"file": "robin.jpg.vit-attention.mask.png"}
-    assert entry["threshold"] == {"value": 0.5, "semantics": "value"}
+    assert entry["threshold"] == {"value": 0.5, "semantics": "value", "heatmap_threshold": 0.5}
     stored = np.load(folder / "robin.jpg.vit-attention.heatmap.npy")
     assert stored.dtype == np.float32 and stored.shape == (23, 37)
     with Image.open(folder / "robin.jpg.vit-attention.mask.png") as mask:
@@ -362,7 +362,7 @@ def test_export_writes_the_trio_with_provenance(tmp_path, meta):
     assert doc["backend"] == {"id": "vit-attention", "version": "1.2.0"}
     assert doc["weights"] == {"id": "facebook/dinov2-small", "sha256": "ab" * 32}
     assert doc["params"] == {"long_side": 518, "head_fusion": "mean"}
-    assert doc["threshold"] == {"value": 0.55, "semantics": "value"}
+    assert doc["threshold"] == {"value": 0.55, "semantics": "value", "heatmap_threshold": 0.55}
     assert doc["created"] == record.created and doc["exported"].endswith("Z")
     assert doc["mask"]["file"] == "robin.mask.png" and doc["heatmap"]["file"] == "robin.heatmap.npy"
     assert doc["heatmap"]["shape"] == [254, 380]

@@ -55,7 +55,7 @@ def test_export_writes_what_the_cli_writes(qtbot, window, photo_folder, tmp_path
     meta = json.loads((out / "a_meadow.json").read_text())
     assert heat.shape == mask.shape == (1024, 1280)
     np.testing.assert_array_equal(mask, heat >= 0.45)
-    assert meta["threshold"] == {"value": 0.45, "semantics": "value"}
+    assert meta["threshold"] == {"value": 0.45, "semantics": "value", "heatmap_threshold": 0.45}
     assert meta["backend"]["id"] == "vegetation-index"
     qtbot.waitUntil(lambda: "exported" in window.messages.label.text(), timeout=5000)
 

@@ -166,7 +166,7 @@ def test_capture_does_not_change_the_model_output(tiny_vit):
 
 
 def test_capture_refuses_a_model_that_is_not_a_vit():
-    with pytest.raises(TypeError, match="not a timm VisionTransformer"):
+    with pytest.raises(TypeError, match="not a supported vision transformer"):
         capture_cls_attention(torch.nn.Linear(3, 3), torch.zeros(1, 3))
 
 

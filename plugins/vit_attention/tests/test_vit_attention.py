@@ -62,7 +62,7 @@ def test_deterministic_and_head_selection(backend, photo):
     raw = a.extras["head_attention"][2]
     expected = (raw - raw.min()) / (raw.max() - raw.min() + 1e-6)
     np.testing.assert_allclose(head2.heatmap.values, expected, atol=1e-5)
-    fused_max = _run(backend, photo, head_fusion="max").extras["attention"]
+    fused_max = _run(backend, photo, head_fusion="max").extras["score"]
     np.testing.assert_allclose(fused_max, a.extras["head_attention"].max(axis=0), atol=1e-7)
 
 
@@ -96,4 +96,4 @@ def test_local_weights_file_is_used_and_identified(backend, photo, tmp_path):
     assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
     with_file = _run(backend, photo, ctx=ctx)
     random_init = _run(backend, photo)
-    assert not np.allclose(with_file.extras["attention"], random_init.extras["attention"])
+    assert not np.allclose(with_file.extras["score"], random_init.extras["score"])

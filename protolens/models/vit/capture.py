@@ -1,64 +1,69 @@
 """Capturing self-attention from vision transformers that use fused attention kernels.
 
-timm (and Hugging Face) compute attention with ``scaled_dot_product_attention``, so the softmax matrix
-never exists as a tensor and hooks on ``attn_drop`` see nothing (METHODS.md §6). We hook the
-projections instead, keep the (normalised, scaled) queries and keys of the blocks asked for, and
-recompute ``softmax(q k^T / sqrt(d))`` ourselves: exactly what the fused kernel computes.
+timm and Hugging Face compute attention with ``scaled_dot_product_attention``, so the softmax matrix never
+exists as a tensor and hooks on ``attn_drop`` see nothing (METHODS.md §6). We hook the query/key
+projections instead (timm: the fused ``qkv`` linear; HF: ``q_proj``/``k_proj`` or ``query``/``key``),
+rebuild the normalised, scaled queries and keys, and recompute ``softmax(q k^T / sqrt(d))`` ourselves:
+exactly what the fused kernel computes. Each block is reduced as soon as its keys are known, so only
+what the caller asked for is kept.
 
-Token layout (timm ViTs): [CLS, registers (0 or 4), patches in row-major order (rows, cols)].
+Token layout: [CLS, registers (0 or 4), patches in row-major (rows, cols) order].
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
+import numpy as np
 import torch
 from torch import nn
 
+from protolens.core.attention import HEAD_FUSIONS, AttentionSummary
+from protolens.models.vit.families import attention_sites, family_info, forward_tokens
 
-def _timm_blocks(model: nn.Module) -> list[nn.Module]:
-    blocks = getattr(model, "blocks", None)
-    if blocks is None or not hasattr(blocks[0], "attn") or not hasattr(blocks[0].attn, "qkv"):
-        raise TypeError(f"{type(model).__name__} is not a timm VisionTransformer with fused qkv attention")
-    return list(blocks)
+QKHandler = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
 class QKCapture:
-    """Context manager that records queries and keys of chosen blocks during forward passes.
+    """Context manager calling ``handler(block, q, k)`` for chosen blocks during forward passes.
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        A timm ``VisionTransformer`` (blocks with ``attn.qkv``, ``attn.q_norm``, ``attn.k_norm``).
-    blocks : sequence of int, optional
-        Block indices (negative counts from the end); default all blocks.
-
-    After a forward inside the context, ``captured[i]`` is ``(q, k)`` for block ``i`` (non-negative
-    index), each (batch, heads, tokens, head_dim); ``q`` is already multiplied by ``head_dim ** -0.5``.
+    ``q`` (pre-scaled) and ``k`` are (batch, heads, tokens, head_dim). Without a handler, ``captured[block]``
+    keeps ``(q, k)``. Blocks are non-negative indices or negative ones counted from the end; default all.
+    Hooks are removed on exit, also after an exception.
     """
 
-    def __init__(self, model: nn.Module, blocks: Sequence[int] | None = None) -> None:
-        all_blocks = _timm_blocks(model)
-        count = len(all_blocks)
-        indices = range(count) if blocks is None else [b % count for b in blocks]
-        self._targets = {i: all_blocks[i].attn for i in indices}
+    def __init__(self, model: nn.Module, blocks: Sequence[int] | None = None, handler: QKHandler | None = None) -> None:
+        sites = attention_sites(model)
+        count = len(sites)
+        indices = range(count) if blocks is None else sorted({b % count for b in blocks})
+        self._sites = {i: sites[i] for i in indices}
+        self._handler = handler
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._pending: dict[int, dict[str, torch.Tensor]] = {}
         self.captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _hook(self, index: int, attn: nn.Module):  # noqa: ANN202 - torch hook signature
+    def _hook(self, index: int, name: str) -> Callable[..., None]:
+        site = self._sites[index]
+
         def hook(_module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            batch, tokens, _ = output.shape
-            qkv = output.reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-            q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
-            self.captured[index] = (q * attn.scale, k)
+            outputs = self._pending.setdefault(index, {})
+            outputs[name] = output
+            if len(outputs) == len(site.hooks):
+                q, k = site.build_qk(self._pending.pop(index))
+                if self._handler is not None:
+                    self._handler(index, q, k)
+                else:
+                    self.captured[index] = (q, k)
 
         return hook
 
     def __enter__(self) -> QKCapture:
         self.captured.clear()
-        for index, attn in self._targets.items():
-            self._handles.append(attn.qkv.register_forward_hook(self._hook(index, attn)))
+        self._pending.clear()
+        for index, site in self._sites.items():
+            for name, module in site.hooks.items():
+                self._handles.append(module.register_forward_hook(self._hook(index, name)))
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -66,6 +71,7 @@ class QKCapture:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._pending.clear()
 
 
 def attention_rows(q: torch.Tensor, k: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
@@ -80,36 +86,79 @@ def attention_rows(q: torch.Tensor, k: torch.Tensor, rows: slice | None = None) 
 
 
 @torch.inference_mode()
-def capture_cls_attention(model: nn.Module, x: torch.Tensor, blocks: Sequence[int] = (-1,)) -> dict[int, torch.Tensor]:
-    """CLS-token attention of chosen blocks in one forward pass (DINO, arXiv 2104.14294, Sec. 4.2).
+def capture_attentions(model: nn.Module, x: torch.Tensor, blocks: Sequence[int] | None = None) -> dict[int, torch.Tensor]:
+    """Full softmax attention of chosen blocks (default all) in one forward pass.
 
     Parameters
     ----------
     model : torch.nn.Module
-        A timm ViT in eval mode.
+        timm ViT, HF DINOv2 or HF CLIP vision model, in eval mode.
     x : torch.Tensor
         (batch, 3, rows*patch, cols*patch) normalised input.
-    blocks : sequence of int
-        Block indices; -1 is the last block.
 
     Returns
     -------
     dict of int to torch.Tensor
-        For each block (non-negative index): (batch, heads, tokens) float32, the softmax attention of the CLS
-        query to all tokens (CLS, registers, patches); it sums to 1 over tokens.
+        Per block (non-negative index): (batch, heads, tokens, tokens) float32, rows (queries) summing to 1.
+        Memory: blocks x batch x heads x tokens^2 x 4 bytes.
     """
-    with QKCapture(model, blocks) as capture:
-        model.forward_features(x)
-    return {i: attention_rows(q, k, slice(0, 1))[:, :, 0] for i, (q, k) in capture.captured.items()}
+    out: dict[int, torch.Tensor] = {}
+    with QKCapture(model, blocks, lambda i, q, k: out.__setitem__(i, attention_rows(q, k))):
+        forward_tokens(model, x)
+    return out
 
 
 @torch.inference_mode()
-def capture_attentions(model: nn.Module, x: torch.Tensor, blocks: Sequence[int] | None = None) -> dict[int, torch.Tensor]:
-    """Full softmax attention matrices of chosen blocks (default all) in one forward pass.
+def capture_cls_attention(model: nn.Module, x: torch.Tensor, blocks: Sequence[int] = (-1,)) -> dict[int, torch.Tensor]:
+    """CLS-query attention of chosen blocks in one forward pass (DINO, arXiv 2104.14294, Sec. 4.2).
 
-    Returns, per block, (batch, heads, tokens, tokens) float32 with rows (queries) summing to 1.
-    Memory: blocks x batch x heads x tokens^2 x 4 bytes.
+    Returns per block (non-negative index) (batch, heads, tokens) float32 summing to 1 over tokens.
+    Costs one (1 x tokens) product per head and block on top of the forward pass.
     """
-    with QKCapture(model, blocks) as capture:
-        model.forward_features(x)
-    return {i: attention_rows(q, k) for i, (q, k) in capture.captured.items()}
+    out: dict[int, torch.Tensor] = {}
+    with QKCapture(model, blocks, lambda i, q, k: out.__setitem__(i, attention_rows(q, k, slice(0, 1))[:, :, 0])):
+        forward_tokens(model, x)
+    return out
+
+
+@torch.inference_mode()
+def capture_summaries(model: nn.Module, x: torch.Tensor, *, full: bool,
+                      fusions: Sequence[str] = HEAD_FUSIONS) -> tuple[list[AttentionSummary], torch.Tensor]:
+    """One forward pass reduced to :class:`~protolens.core.attention.AttentionSummary` per image of the batch.
+
+    With ``full=False`` only the CLS rows of every block are computed (cheap: the pipeline costs little more
+    than the bare forward). With ``full=True`` each block's attention matrix is computed once and reduced
+    at once to the CLS rows, the attention each token receives (column sums) and the head-fused matrices
+    (float16) for rollout, then freed.
+
+    Returns the summaries and the final tokens (batch, tokens, dim) after the model's last norm.
+    """
+    info = family_info(model)
+    rows, cols = x.shape[-2] // info.patch_size, x.shape[-1] // info.patch_size
+    batch = x.shape[0]
+    cls_rows: dict[int, torch.Tensor] = {}
+    received: dict[int, torch.Tensor] = {}
+    fused: dict[str, dict[int, torch.Tensor]] = {f: {} for f in fusions}
+
+    def reduce(index: int, q: torch.Tensor, k: torch.Tensor) -> None:
+        if not full:
+            cls_rows[index] = attention_rows(q, k, slice(0, 1))[:, :, 0].cpu()
+            return
+        attention = attention_rows(q, k)
+        cls_rows[index] = attention[:, :, 0].cpu()
+        received[index] = attention.sum(dim=2).cpu()
+        for fusion in fusions:
+            reduced = attention.mean(dim=1) if fusion == "mean" else getattr(attention, fusion)(dim=1).values
+            fused[fusion][index] = reduced.to(torch.float16).cpu()
+
+    with QKCapture(model, None, reduce):
+        tokens = forward_tokens(model, x)
+    order = sorted(cls_rows)
+    summaries = []
+    for b in range(batch):
+        summaries.append(AttentionSummary(
+            cls_rows=np.stack([cls_rows[i][b].numpy() for i in order]), grid=(rows, cols), num_prefix=info.num_prefix,
+            received=np.stack([received[i][b].numpy() for i in order]) if full else None,
+            fused={f: np.stack([fused[f][i][b].numpy() for i in order]) for f in fusions} if full else {},
+        ))
+    return summaries, tokens

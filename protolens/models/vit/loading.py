@@ -1,4 +1,4 @@
-"""Building timm vision transformers and loading their weights safely.
+"""Building vision transformers (timm, or Hugging Face via ``hf.py``) and loading their weights safely.
 
 Weights are read from ``.safetensors`` (safetensors) or ``.pth``/``.pt``/``.bin`` with
 ``torch.load(weights_only=True)``: arbitrary pickled objects are refused. Original DINO/DINOv2
@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from protolens.core.errors import CheckpointError
+from protolens.models.vit.families import family_info
+from protolens.models.vit.hf import CLIP_MEAN, CLIP_STD, is_hf_name, load_hf
 from protolens.models.vit.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 _MODELS: dict[tuple[str, str, str], nn.Module] = {}
@@ -44,17 +46,21 @@ class ViTSpec:
 
 
 def vit_spec(model: nn.Module) -> ViTSpec:
-    """Read a :class:`ViTSpec` off a timm ``VisionTransformer``."""
-    cfg = getattr(model, "pretrained_cfg", {}) or {}
-    patch = model.patch_embed.patch_size
-    return ViTSpec(
-        name=cfg.get("architecture", type(model).__name__) + (f".{cfg['tag']}" if cfg.get("tag") else ""),
-        patch_size=int(patch[0] if isinstance(patch, tuple) else patch),
-        num_prefix_tokens=int(model.num_prefix_tokens), num_registers=int(getattr(model, "num_reg_tokens", 0)),
-        num_heads=int(model.blocks[0].attn.num_heads), num_blocks=len(model.blocks), embed_dim=int(model.embed_dim),
-        mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
-        default_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
-    )
+    """Read a :class:`ViTSpec` off a timm ViT or a Hugging Face DINOv2 / CLIP vision model."""
+    info = family_info(model)
+    if info.family == "timm":
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        name = cfg.get("architecture", type(model).__name__) + (f".{cfg['tag']}" if cfg.get("tag") else "")
+        mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+        size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    else:
+        config = model.config
+        name = getattr(config, "_name_or_path", "") or config.model_type
+        mean, std = (CLIP_MEAN, CLIP_STD) if info.family == "hf-clip" else (IMAGENET_MEAN, IMAGENET_STD)
+        size = int(getattr(config, "image_size", 224))
+    return ViTSpec(name=name, patch_size=info.patch_size, num_prefix_tokens=info.num_prefix,
+                   num_registers=info.num_registers, num_heads=info.num_heads, num_blocks=info.num_blocks,
+                   embed_dim=info.embed_dim, mean=mean, std=std, default_size=size)
 
 
 def create_vit(name: str) -> nn.Module:
@@ -142,9 +148,10 @@ def load_vit(name: str, weights: str | Path | None, device: str = "cpu", *, weig
     Parameters
     ----------
     name : str
-        timm model name, e.g. ``vit_small_patch14_dinov2.lvd142m``.
+        timm model name (``vit_small_patch14_dinov2.lvd142m``) or Hugging Face id (``facebook/dinov2-small``;
+        known ids: see ``hf.HF_CONFIGS``).
     weights : path or None
-        Checkpoint file; None builds random weights (tests and benchmarks only).
+        Checkpoint file or (HF) snapshot folder; None builds random weights (tests and benchmarks only).
     device : str
         Torch device string.
     weights_key : str, optional
@@ -159,9 +166,12 @@ def load_vit(name: str, weights: str | Path | None, device: str = "cpu", *, weig
     with _LOCK:
         if key in _MODELS:
             return _MODELS[key]
-    model = create_vit(name)
-    if weights is not None:
-        load_weights_into(model, weights)
+    if is_hf_name(name):
+        model = load_hf(name, weights)
+    else:
+        model = create_vit(name)
+        if weights is not None:
+            load_weights_into(model, weights)
     model = model.eval().to(device)
     with _LOCK:
         return _MODELS.setdefault(key, model)
