@@ -71,6 +71,8 @@ def fuse_heads(values: np.ndarray, head: int = -1, fusion: str = "mean", axis: i
 
     Raises ``ValueError`` for an unknown fusion and ``IndexError`` for a head the model does not have.
     """
+    if head < -1:
+        raise IndexError(f"head {head} does not exist: give 0..{values.shape[axis] - 1}, or -1 to fuse all heads")
     if head >= 0:
         if head >= values.shape[axis]:
             raise IndexError(f"head {head} does not exist: this model has {values.shape[axis]} heads")
@@ -110,9 +112,12 @@ def cls_attention_map(summary: AttentionSummary, block: int = -1, head: int = -1
 def _selection(count: int, chosen: Sequence[int] | None, what: str) -> list[int]:
     if chosen is None:
         return list(range(count))
+    chosen = list(chosen)
+    if not chosen:
+        raise ValueError(f"select at least one {what}")
     picked = [c % count for c in chosen if -count <= c < count]
-    if len(picked) != len(list(chosen)):
-        raise IndexError(f"{what} {list(chosen)} out of range: this model has {count} {what}s")
+    if len(picked) != len(chosen):
+        raise IndexError(f"{what} {chosen} out of range: this model has {count} {what}s")
     return picked
 
 
@@ -165,16 +170,15 @@ def attention_rollout_map(summary: AttentionSummary, fusion: str = "mean", disca
     matrices = summary.fused.get(fusion)
     if matrices is None:
         raise ValueError(f"rollout with {fusion!r} head fusion needs the fused attention matrices of this image")
-    tokens = matrices.shape[-1]
-    identity = np.eye(tokens, dtype=np.float32)
-    vector = np.zeros(tokens, dtype=np.float64)
+    # With w_i = v_i / (2 r_i) and r_i the row sums of (A + I) / 2:  (v A~)_j = sum_i w_i A_ij + w_j,
+    # so neither the identity nor the smoothed matrix is ever built.
+    vector = np.zeros(matrices.shape[-1], dtype=np.float64)
     vector[0] = 1.0
     for layer in range(matrices.shape[0] - 1, -1, -1):
         fused = discard_lowest(matrices[layer], discard_ratio) if discard_ratio > 0 else matrices[layer].astype(
             np.float32)
-        smoothed = (fused + identity) * 0.5
-        smoothed /= smoothed.sum(axis=-1, keepdims=True)
-        vector = vector @ smoothed
+        weights = vector / (fused.sum(axis=1, dtype=np.float64) + 1.0)
+        vector = weights @ fused + weights
     return patch_grid(vector.astype(np.float32), summary.num_prefix, summary.grid)
 
 

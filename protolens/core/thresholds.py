@@ -66,8 +66,10 @@ def mass_to_value_threshold(values: np.ndarray, fraction: float) -> float:
     total = flat.sum()
     if fraction <= 0.0 or total <= 0.0:
         return float("inf")
+    if fraction >= 1.0:  # every positive cell, even one below the 1e-12 rounding guard
+        return float(flat[np.count_nonzero(flat) - 1])
     cumulative = np.cumsum(flat) / total
-    index = int(np.searchsorted(cumulative, min(fraction, 1.0) - 1e-12, side="left"))
+    index = int(np.searchsorted(cumulative, fraction - 1e-12, side="left"))
     return float(flat[min(index, flat.size - 1)])
 
 
@@ -98,15 +100,17 @@ class MassThresholder:
     """
 
     def __init__(self, values: np.ndarray, scores: np.ndarray | None = None) -> None:
-        values = np.asarray(values, dtype=np.float64).ravel()
-        scores = values if scores is None else np.clip(np.asarray(scores, dtype=np.float64).ravel(), 0.0, None)
+        values = np.asarray(values, dtype=np.float64)
+        scores = values if scores is None else np.asarray(scores, dtype=np.float64)
         if scores.shape != values.shape:
-            raise ValueError(f"scores {scores.shape} and values {values.shape} differ in size")
+            raise ValueError(f"scores {scores.shape} and values {values.shape} differ in shape")
+        values, scores = values.ravel(), np.clip(scores.ravel(), 0.0, None)
         order = np.argsort(-scores, kind="stable")
         total = scores.sum()
         self._cumulative = np.cumsum(scores[order]) / total if total > 0 else np.zeros(len(order))
         self._prefix_min = np.minimum.accumulate(values[order]) if len(order) else values
         self._empty = total <= 0
+        self._positive = int(np.count_nonzero(scores > 0))
 
     def value_threshold(self, fraction: float) -> float:
         """The heatmap threshold whose mask (values >= it) is the smallest set holding ``fraction`` of the mass.
@@ -115,7 +119,10 @@ class MassThresholder:
         """
         if fraction <= 0.0 or self._empty:
             return float(np.nextafter(1.0, 2.0))
-        index = int(np.searchsorted(self._cumulative, min(fraction, 1.0) - 1e-12, side="left"))
+        if fraction >= 1.0:  # every positive cell, even one below the 1e-12 rounding guard
+            index = self._positive - 1
+        else:
+            index = int(np.searchsorted(self._cumulative, fraction - 1e-12, side="left"))
         return float(self._prefix_min[min(index, len(self._prefix_min) - 1)])
 
 

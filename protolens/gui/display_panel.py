@@ -112,6 +112,22 @@ class DisplayPanel(QGroupBox):
         self.probability.setVisible(available)
         self.probability_label.setVisible(available)
 
+    def show_threshold(self, value: float, semantics: str) -> None:
+        """Show a result's threshold and semantics without emitting signals (nothing was edited)."""
+        for widget in (self.semantics, self.threshold):
+            widget.blockSignals(True)
+        self.semantics.setCurrentIndex(max(0, self.semantics.findData(semantics)))
+        self.threshold.setValue(float(value))
+        for widget in (self.semantics, self.threshold):
+            widget.blockSignals(False)
+        self._describe_semantics()
+
+    def show_probability_threshold(self, value: float) -> None:
+        """Show a result's probability threshold without emitting ``probability_changed``."""
+        self.probability.blockSignals(True)
+        self.probability.setValue(float(value))
+        self.probability.blockSignals(False)
+
     def set_threshold(self, value: float) -> None:
         """Move the slider (emits ``threshold_changed`` like a user move)."""
         self.threshold.setValue(float(value))

@@ -280,23 +280,20 @@ class MainWindow(QMainWindow):
         self.canvas.set_heatmap(found.heatmap.values, probability)
         self.canvas.set_windows(found.windows)
         dp = self.display_panel
+        record = found.record
         dp.set_probability_available(probability is not None)
         if probability is not None:
-            self.canvas.set_probability_threshold(found.record.probability_threshold or dp.probability.value())
-        record = found.record
+            if record.probability_threshold is None:
+                record.probability_threshold = dp.probability.value()
+            dp.show_probability_threshold(record.probability_threshold)
+            self.canvas.set_probability_threshold(record.probability_threshold)
         if found.suggested_threshold is None:
             pass  # a threshold the user saved: keep it and its semantics
         elif dp.auto_threshold.isChecked() and dp.semantics_value() == "value":
             record.threshold, record.threshold_semantics = float(found.suggested_threshold), "value"
         else:
             record.threshold, record.threshold_semantics = dp.threshold_value(), dp.semantics_value()
-        dp.semantics.blockSignals(True)
-        dp.set_semantics(record.threshold_semantics)
-        dp._describe_semantics()
-        dp.semantics.blockSignals(False)
-        dp.threshold.blockSignals(True)
-        dp.set_threshold(record.threshold)
-        dp.threshold.blockSignals(False)
+        dp.show_threshold(record.threshold, record.threshold_semantics)
         self._apply_threshold()
         where = {"store": "saved result", "cache": "cached result", "computed": "computed"}[found.source]
         self.backend_panel.status.setText(f"{where}: {record.backend_id} {record.params}")

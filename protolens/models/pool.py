@@ -89,19 +89,22 @@ class DevicePool:
             with self._lock:
                 self._queued[device] -= 1
                 self._running[device] += 1
+            outcome: tuple[str, Any] = ("error", RuntimeError("device job ended without a result"))
             try:
                 generator = job(device)
                 while True:
                     try:
                         events.put(("progress", next(generator)))
                     except StopIteration as stop:
-                        events.put(("done", stop.value))
+                        outcome = ("done", stop.value)
                         return
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                events.put(("error", exc))
+                outcome = ("error", exc)
             finally:
+                # Uncount the job before the caller can see its end, so status() is never stale afterwards.
                 with self._lock:
                     self._running[device] -= 1
+                events.put(outcome)
 
         with self._lock:
             self._queued[device] += 1
@@ -122,4 +125,4 @@ class DevicePool:
     def shutdown(self) -> None:
         """Stop the workers after their current jobs."""
         for executor in self._executors.values():
-            executor.shutdown(wait=False, cancel_futures=True)
+            executor.shutdown(wait=False)  # queued jobs still finish, so no caller waits forever

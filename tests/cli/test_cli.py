@@ -108,3 +108,46 @@ def test_gui_without_display_explains_the_headless_twin(samples):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "protolens segment" in done.stderr and "--backend vegetation-index" in done.stderr
+
+
+def test_attention_command_writes_mass_thresholded_masks(monkeypatch, capsys, photo_folder, tmp_path):
+    code, out, _ = run_cli(monkeypatch, capsys, "attention", photo_folder / "a_meadow.jpg", "--model",
+                           "vit_small_patch16_224.dino", "--mode", "rollout", "--long-side", "256", "--tile-size",
+                           "128", "--overlap", "0.25", "--threshold-semantics", "mass", "--threshold", "0.6",
+                           "--random-weights", "--out", tmp_path)
+    assert code == 0 and "processed 1, failed 0" in out
+    meta = json.loads((tmp_path / "a_meadow.json").read_text())
+    assert meta["params"]["mode"] == "rollout" and meta["params"]["tile_size"] == 128
+    assert meta["threshold"]["semantics"] == "mass" and meta["threshold"]["value"] == 0.6
+    assert len(meta["info"]["windows"]) == 6  # 256x208 px working image: 3 x 2 windows of 128 px
+    heat = np.load(tmp_path / "a_meadow.heatmap.npy")
+    mask = np.asarray(Image.open(tmp_path / "a_meadow.mask.png")) == 255
+    np.testing.assert_array_equal(mask, heat >= meta["threshold"]["heatmap_threshold"])
+    assert 0.0 < mask.mean() < 1.0
+
+
+def test_attention_command_rejects_bad_options(monkeypatch, capsys, photo_folder):
+    code, _, err = run_cli(monkeypatch, capsys, "attention", photo_folder, "--mode", "gradcam", "--random-weights")
+    assert code == 1 and "--mode" in err and "cls, received, rollout" in err
+
+
+def test_tokens_command_writes_a_cached_token_grid(monkeypatch, capsys, photo_folder, tmp_path):
+    args = ("tokens", photo_folder / "b_dahlia.jpg", "--model", "vit_small_patch16_224.dino", "--rows", "2",
+            "--cols", "3", "--crop", "32", "--input-size", "64", "--batch-size", "4", "--random-weights",
+            "--out", tmp_path)
+    code, out, _ = run_cli(monkeypatch, capsys, *args)
+    assert code == 0 and "processed 1, failed 0" in out
+    tokens = np.load(tmp_path / "b_dahlia.tokens.npy")
+    meta = json.loads((tmp_path / "b_dahlia.tokens.json").read_text())
+    assert tokens.shape == (2, 3, 384) and tokens.dtype == np.float32
+    assert meta["grid"] == {"rows": 2, "cols": 3, "crop": 32, "input_size": 64}
+    assert meta["weights"]["id"] == "vit_small_patch16_224.dino:random-init"
+    import protolens.models.vit.engine as engine
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model ran although the tokens are cached")
+
+    monkeypatch.setattr(engine, "crop_token_grid", no_model)
+    code, _, _ = run_cli(monkeypatch, capsys, *args[:-1], tmp_path / "again")
+    assert code == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "again" / "b_dahlia.tokens.npy"), tokens)

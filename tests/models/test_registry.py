@@ -69,9 +69,11 @@ def test_real_plugins_are_discovered_with_their_params():
     assert (smoothing.type, smoothing.default, smoothing.minimum, smoothing.maximum) == ("float", 0.0, 0.0, 20.0)
 
     vit = registry.manifest("vit-attention")
-    assert [p.name for p in vit.params] == ["model", "long_side", "head", "head_fusion"]
+    assert [p.name for p in vit.params] == ["model", "mode", "block", "head", "head_fusion", "discard_ratio",
+                                            "long_side", "tile_size", "overlap", "batch_size", "precision"]
+    assert vit.param("mode").choices == ("cls", "received", "rollout")
     long_side = vit.param("long_side")
-    assert (long_side.type, long_side.default, long_side.minimum, long_side.maximum) == ("int", 518, 56, 2240)
+    assert (long_side.type, long_side.default, long_side.minimum, long_side.maximum) == ("int", 518, 56, 8192)
     head = vit.param("head")
     assert (head.type, head.default, head.minimum) == ("int", -1, -1)
     model = vit.param("model")

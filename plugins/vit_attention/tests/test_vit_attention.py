@@ -97,3 +97,98 @@ def test_local_weights_file_is_used_and_identified(backend, photo, tmp_path):
     with_file = _run(backend, photo, ctx=ctx)
     random_init = _run(backend, photo)
     assert not np.allclose(with_file.extras["score"], random_init.extras["score"])
+
+
+# --- aggregation modes, windows and the feature cache ----------------------------------------------------
+
+
+def _counting(monkeypatch):
+    import protolens.models.vit.engine as engine
+
+    calls = []
+    real = engine.window_summaries
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["full"])
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(engine, "window_summaries", counted)
+    return calls
+
+
+def _ctx(image_id="photo-sha", tmp_path=None):
+    return RunContext(allow_random_weights=True, image_id=image_id, cache_dir=tmp_path)
+
+
+def test_switching_mode_head_and_block_reaggregates_without_the_model(backend, photo, monkeypatch, tmp_path):
+    calls = _counting(monkeypatch)
+    ctx = _ctx(tmp_path=tmp_path)
+    received = _run(backend, photo, ctx, mode="received")
+    assert calls == [True]
+    for values in ({"mode": "rollout"}, {"mode": "rollout", "head_fusion": "max", "discard_ratio": 0.5},
+                   {"mode": "cls", "head": 1}, {"mode": "cls", "block": 3}, {"mode": "received", "head": 2}):
+        result = _run(backend, photo, ctx, **values)
+        assert result.info["features"] == "cache" and result.heatmap.values.shape == (6, 10)
+    assert calls == [True]
+    again = _run(backend, photo, ctx, mode="received")
+    np.testing.assert_array_equal(again.heatmap.values, received.heatmap.values)
+    cls_first = _run(backend, photo, _ctx("other-photo", tmp_path), mode="cls")
+    assert calls == [True, False] and cls_first.info["features"] == "computed"
+
+
+def test_disk_feature_cache_serves_a_new_process_and_rollout_needs_the_model(backend, photo, monkeypatch, tmp_path):
+    from protolens.models.registry import Registry
+
+    calls = _counting(monkeypatch)
+    _run(backend, photo, _ctx("disk-photo", tmp_path), mode="received")
+    fresh = Registry.discover().create("vit-attention").__class__()  # a new instance: empty memory cache
+    fresh.manifest = backend[0].manifest
+    other = (fresh, backend[1])
+    result = _run(other, photo, _ctx("disk-photo", tmp_path), mode="received", head=1)
+    assert result.info["features"] == "cache" and calls == [True]
+    _run(other, photo, _ctx("disk-photo", tmp_path), mode="rollout")  # rollout matrices live in memory only
+    assert calls == [True, True]
+
+
+def test_modes_give_different_maps_from_the_same_attention(backend, photo):
+    ctx = _ctx()
+    maps = {mode: _run(backend, photo, ctx, mode=mode).extras["score"] for mode in ("cls", "received", "rollout")}
+    assert not np.allclose(maps["cls"], maps["received"]) and not np.allclose(maps["cls"], maps["rollout"])
+    assert np.all(maps["received"] > 0) and abs(maps["rollout"].sum() - 1.0) < 0.5
+
+
+def test_windows_cover_a_large_photo_in_bounded_batches(backend, monkeypatch):
+    """A 5640 x 3172 photo, resized to long side 448 and cut into 128-px windows, batch 2."""
+    import protolens.models.vit.engine as engine
+
+    seen = []
+    real = engine.capture_summaries
+
+    def spy(model, x, **kwargs):
+        seen.append(tuple(x.shape))
+        return real(model, x, **kwargs)
+
+    monkeypatch.setattr(engine, "capture_summaries", spy)
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 255, (3172, 5640, 3), dtype=np.uint8)
+    result = _run(backend, big, _ctx("big"), long_side=448, tile_size=128, overlap=0.25, batch_size=2)
+    rows, cols = result.info["grid"]
+    assert (rows, cols) == (16, 28) and result.heatmap.image_size == (3172, 5640)
+    windows = result.info["windows"]
+    assert len(windows) > 6 and max(x + w for x, _, w, _ in windows) == pytest.approx(5640)
+    assert max(y + h for _, y, _, h in windows) == pytest.approx(3172)
+    assert all(shape[0] <= 2 and shape[2:] == (128, 128) for shape in seen)
+    assert np.isfinite(result.heatmap.values).all()
+
+
+def test_hugging_face_models_run_through_the_backend(backend, photo):
+    for model, prefix in (("facebook/dinov2-with-registers-small", 5), ("openai/clip-vit-base-patch16", 1)):
+        result = _run(backend, photo, _ctx(model), model=model, long_side=112)
+        patch = result.info["patch_size"]
+        assert result.heatmap.values.shape == tuple(result.info["grid"])
+        assert result.info["registers"] == prefix - 1 and patch in (14, 16)
+
+
+def test_block_out_of_range_is_a_clear_error(backend, photo):
+    with pytest.raises(ParamError, match="12 blocks"):
+        _run(backend, photo, block=12)

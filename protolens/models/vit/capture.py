@@ -74,15 +74,27 @@ class QKCapture:
         self._pending.clear()
 
 
-def attention_rows(q: torch.Tensor, k: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+def attention_rows(q: torch.Tensor, k: torch.Tensor, rows: slice | None = None,
+                   buffers: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Softmax attention of the query tokens ``rows`` (default all) to every key, in float32.
 
     ``q`` (pre-scaled) and ``k`` are (batch, heads, tokens, head_dim). Returns (batch, heads, len(rows), tokens);
-    each row sums to 1.
+    each row sums to 1. Computed in float32 even inside a reduced-precision autocast region.
+
+    ``buffers``, an initially empty list, keeps the two (batch, heads, rows, tokens) work tensors between
+    calls of the same shape: allocating ~100 MB per block costs more than the product itself on a CPU.
+    The result then lives in a buffer and is overwritten by the next call.
     """
     q = q if rows is None else q[:, :, rows]
-    logits = torch.matmul(q.float(), k.float().transpose(-2, -1))
-    return torch.softmax(logits, dim=-1)
+    shape = (*q.shape[:-1], k.shape[-2])
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        if buffers is None:
+            return torch.softmax(torch.matmul(q.float(), k.float().transpose(-2, -1)), dim=-1)
+        if not buffers or buffers[0].shape != shape or buffers[0].device != q.device:
+            buffers[:] = [torch.empty(shape, device=q.device), torch.empty(shape, device=q.device)]
+        logits, probabilities = buffers
+        torch.matmul(q.float(), k.float().transpose(-2, -1), out=logits)
+        return torch.softmax(logits, dim=-1, out=probabilities)
 
 
 @torch.inference_mode()
@@ -135,30 +147,36 @@ def capture_summaries(model: nn.Module, x: torch.Tensor, *, full: bool,
     """
     info = family_info(model)
     rows, cols = x.shape[-2] // info.patch_size, x.shape[-1] // info.patch_size
-    batch = x.shape[0]
-    cls_rows: dict[int, torch.Tensor] = {}
-    received: dict[int, torch.Tensor] = {}
-    fused: dict[str, dict[int, torch.Tensor]] = {f: {} for f in fusions}
+    batch, blocks = x.shape[0], info.num_blocks
+    tokens_count = info.num_prefix + rows * cols
+    device = x.device
+    cls_rows = torch.empty(batch, blocks, info.num_heads, tokens_count, device=device)
+    received = torch.empty_like(cls_rows) if full else None
+    fused = {f: torch.empty(batch, blocks, tokens_count, tokens_count, dtype=torch.float16, device=device)
+             for f in (fusions if full else ())}
+    reduced = torch.empty(batch, tokens_count, tokens_count, device=device) if full else None
+    buffers: list[torch.Tensor] = []
+    reducers = {"mean": torch.mean, "max": torch.amax, "min": torch.amin}
 
     def reduce(index: int, q: torch.Tensor, k: torch.Tensor) -> None:
         if not full:
-            cls_rows[index] = attention_rows(q, k, slice(0, 1))[:, :, 0].cpu()
+            cls_rows[:, index] = attention_rows(q, k, slice(0, 1))[:, :, 0]
             return
-        attention = attention_rows(q, k)
-        cls_rows[index] = attention[:, :, 0].cpu()
-        received[index] = attention.sum(dim=2).cpu()
-        for fusion in fusions:
-            reduced = attention.mean(dim=1) if fusion == "mean" else getattr(attention, fusion)(dim=1).values
-            fused[fusion][index] = reduced.to(torch.float16).cpu()
+        attention = attention_rows(q, k, buffers=buffers)
+        cls_rows[:, index] = attention[:, :, 0]
+        torch.sum(attention, dim=2, out=received[:, index])
+        for fusion, target in fused.items():
+            reducers[fusion](attention, dim=1, out=reduced)
+            target[:, index].copy_(reduced)
 
     with QKCapture(model, None, reduce):
         tokens = forward_tokens(model, x)
-    order = sorted(cls_rows)
-    summaries = []
-    for b in range(batch):
-        summaries.append(AttentionSummary(
-            cls_rows=np.stack([cls_rows[i][b].numpy() for i in order]), grid=(rows, cols), num_prefix=info.num_prefix,
-            received=np.stack([received[i][b].numpy() for i in order]) if full else None,
-            fused={f: np.stack([fused[f][i][b].numpy() for i in order]) for f in fusions} if full else {},
-        ))
+    buffers.clear()
+    cls_np = cls_rows.cpu().numpy()
+    received_np = received.cpu().numpy() if received is not None else None
+    fused_np = {f: t.cpu().numpy() for f, t in fused.items()}
+    summaries = [AttentionSummary(cls_rows=cls_np[b], grid=(rows, cols), num_prefix=info.num_prefix,
+                                  received=received_np[b] if received_np is not None else None,
+                                  fused={f: array[b] for f, array in fused_np.items()})
+                 for b in range(batch)]
     return summaries, tokens

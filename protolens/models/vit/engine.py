@@ -130,7 +130,8 @@ def crop_token_grid(model: nn.Module, image: np.ndarray, *, grid: tuple[int, int
         batch = torch.stack([tensor[:, r * crop:(r + 1) * crop, c * crop:(c + 1) * crop] for r, c in chunk])
         with autocast(device, dtype):
             tokens = crop_cls_tokens(model, batch, input_size)
-        return list(tokens.float().cpu().numpy())
+        # copy: a view would keep the whole (batch, tokens, dim) output of every batch alive
+        return list(tokens.float().cpu().numpy().copy())
 
     tokens: list[Any] = yield from run_batches(cells, run, batch_size=batch_size, device=device, cancel=cancel,
                                                what="crop")

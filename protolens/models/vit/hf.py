@@ -67,6 +67,7 @@ def create_hf(name: str) -> nn.Module:
         known = ", ".join(sorted(HF_CONFIGS))
         raise CheckpointError(f"no built-in architecture for {name!r}; give its snapshot folder (known: {known})")
     config = _config(HF_CONFIGS[name])
+    config._name_or_path = name
     return _model_class(config)(config)
 
 

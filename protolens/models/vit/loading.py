@@ -166,12 +166,14 @@ def load_vit(name: str, weights: str | Path | None, device: str = "cpu", *, weig
     with _LOCK:
         if key in _MODELS:
             return _MODELS[key]
-    if is_hf_name(name):
-        model = load_hf(name, weights)
-    else:
-        model = create_vit(name)
-        if weights is not None:
-            load_weights_into(model, weights)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # random-init models (tests, benchmarks) are the same in every process
+        if is_hf_name(name):
+            model = load_hf(name, weights)
+        else:
+            model = create_vit(name)
+            if weights is not None:
+                load_weights_into(model, weights)
     model = model.eval().to(device)
     with _LOCK:
         return _MODELS.setdefault(key, model)

@@ -1,0 +1,105 @@
+"""Tile tokens for prototype guidance: one CLS token per 64-px crop of a quadrat, cached on disk.
+
+Source: prototype-guided zero-shot segmentation, arXiv 2512.19957, step 3: the photo is resized to
+(rows*crop, cols*crop) (aspect ignored; 48 x 32 crops of 64 px for 3072 x 2048), each crop upsampled to the
+backbone input (518) and encoded by a frozen ViT; the CLS tokens form a (rows, cols, dim) grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protolens.core.atomic import write_json_atomic, write_npy_atomic
+from protolens.core.cache import DiskCache, default_cache_dir
+from protolens.core.errors import WeightsNotFoundError
+from protolens.core.hashing import sha256_json
+from protolens.core.jobs import CancelToken, Progress
+from protolens.core.store import utc_now
+from protolens.services.segment import LoadedImage, Segmenter
+
+DEFAULT_GRID = (32, 48)
+
+
+@dataclass
+class TokenGrid:
+    """CLS tokens of the crops of one photo: ``tokens`` (rows, cols, dim) float32, plus provenance."""
+
+    tokens: np.ndarray
+    model: str
+    weights_id: str
+    weights_sha256: str
+    crop: int
+    input_size: int
+    from_cache: bool
+
+    def save(self, out_dir: str | Path, image: LoadedImage) -> list[Path]:
+        """Write ``<stem>.tokens.npy`` and ``<stem>.tokens.json`` (provenance) into ``out_dir`` atomically."""
+        out_dir = Path(out_dir)
+        stem = image.meta.path.stem
+        paths = [out_dir / f"{stem}.tokens.npy", out_dir / f"{stem}.tokens.json"]
+        write_npy_atomic(paths[0], self.tokens)
+        rows, cols, dim = self.tokens.shape
+        write_json_atomic(paths[1], {
+            "schema": "protolens.tokens/1", "image": image.meta.to_json(), "model": self.model,
+            "weights": {"id": self.weights_id, "sha256": self.weights_sha256},
+            "grid": {"rows": rows, "cols": cols, "crop": self.crop, "input_size": self.input_size},
+            "tokens": {"file": paths[0].name, "shape": [rows, cols, dim], "dtype": "float32",
+                       "order": "row, col of the crop grid (y, x); origin top-left"},
+            "method": "arXiv 2512.19957 step 3: resize (aspect ignored), crops upsampled bicubic, CLS after norm",
+            "created": utc_now()})
+        return paths
+
+
+def _weights(segmenter: Segmenter, model: str, weights_path: str | Path | None,
+             allow_random: bool) -> tuple[Path | None, str, str]:
+    from protolens.models.weights import resolve_weights, weights_sha256
+    from protolens.services.weights import catalogue
+
+    spec = next((s for _, s in catalogue(segmenter.registry) if s.name == model), None)
+    try:
+        path = resolve_weights(spec, weights_path)
+    except WeightsNotFoundError:
+        if weights_path is None and allow_random:
+            return None, f"{model}:random-init", "none"
+        raise
+    return path, spec.name if spec else model, weights_sha256(path)
+
+
+def crop_tokens(segmenter: Segmenter, image: LoadedImage, model: str, *, weights_path: str | Path | None = None,
+                grid: tuple[int, int] = DEFAULT_GRID, crop: int = 64, input_size: int = 518, batch_size: int = 32,
+                precision: str = "auto", cancel: CancelToken | None = None, allow_random_weights: bool = False,
+                cache: DiskCache | None | str = "default") -> Generator[Progress, None, TokenGrid]:
+    """The (rows, cols, dim) CLS-token grid of ``image`` on the segmenter's device pool, from the cache if possible.
+
+    Raises WeightsNotFoundError, CheckpointError or Cancelled.
+    """
+    cancel = cancel or CancelToken()
+    path, weights_id, sha = _weights(segmenter, model, weights_path, allow_random_weights)
+    disk = DiskCache(default_cache_dir() / "features") if cache == "default" else cache
+    key = sha256_json({"tokens": image.meta.sha256, "model": model, "weights": sha, "grid": list(grid), "crop": crop,
+                       "input": input_size, "precision": precision})
+    hit = disk.get(key) if disk is not None else None
+    if hit is not None:
+        yield Progress(1.0, "tile tokens from cache")
+        return TokenGrid(hit[0]["tokens"], model, weights_id, sha, crop, input_size, True)
+
+    def job(device: str) -> Generator[Progress, None, Any]:
+        from protolens.models.vit.engine import crop_token_grid
+        from protolens.models.vit.loading import load_vit, vit_spec
+
+        network = load_vit(model, path, device, weights_key=sha if path is not None else None)
+        spec = vit_spec(network)
+        dtype = precision if precision != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
+        return (yield from crop_token_grid(network, image.rgb, grid=grid, crop=crop, input_size=input_size,
+                                           mean=spec.mean, std=spec.std, batch_size=batch_size, device=device,
+                                           dtype=dtype, cancel=cancel))
+
+    tokens = yield from segmenter.pool().run(job, cancel=cancel, prefer=segmenter.device)
+    if disk is not None:
+        disk.put(key, {"tokens": tokens}, {"model": model})
+    return TokenGrid(tokens, model, weights_id, sha, crop, input_size, False)
