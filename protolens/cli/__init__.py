@@ -17,7 +17,7 @@ app = typer.Typer(name="protolens", no_args_is_help=True, add_completion=False,
 
 
 def _register() -> None:
-    from protolens.cli import attention, backends, gui, segment, tokens, weights  # noqa: F401 - commands register themselves
+    from protolens.cli import attention, backends, export, gui, segment, tokens, weights  # noqa: F401 - commands register themselves
 
 
 def main() -> None:

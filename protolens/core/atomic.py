@@ -60,9 +60,10 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         handle.write(data)
 
 
-def write_json_atomic(path: str | Path, value: Any) -> None:
-    """Write ``value`` as indented UTF-8 JSON atomically."""
-    text = json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n"
+def write_json_atomic(path: str | Path, value: Any, *, indent: int | None = 2) -> None:
+    """Write ``value`` as UTF-8 JSON atomically, indented unless ``indent`` is None (compact: large
+    documents such as polygon exports encode several times faster)."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False, default=str) + "\n"
     write_bytes_atomic(path, text.encode("utf-8"))
 
 

@@ -34,7 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from protolens.core.atomic import read_npy, write_json_atomic, write_npy_atomic, write_png_atomic
+from protolens.core.atomic import (
+    read_npy,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_npy_atomic,
+    write_png_atomic,
+)
 from protolens.core.errors import SidecarError, StoreWriteError
 from protolens.core.thresholds import mask_to_png_array, threshold_mask
 from protolens.core.types import Heatmap
@@ -259,12 +265,64 @@ class ResultStore:
         results[record.backend_id] = entry
         sidecar = {"schema": SIDECAR_SCHEMA, "image": meta.to_json(relative=True), "current": record.backend_id,
                    "results": results}
-        for key, value in existing.items():
-            if key not in sidecar and key != "results":
-                sidecar[key] = value  # keep sections written by other tools (edits, labels)
+        if existing.get("image", {}).get("sha256") == meta.sha256:
+            for key, value in existing.items():
+                if key not in sidecar:
+                    sidecar[key] = value  # keep other sections (the edited annotation)
         path = folder / f"{meta.path.name}.json"
         write_json_atomic(path, sidecar)
         return path
+
+    def write_section(self, meta: ImageMeta, section: str, value: dict[str, Any],
+                      files: dict[str, bytes] | None = None) -> Path:
+        """Write ``files`` ({suffix: bytes}, saved as ``<photo name>.<suffix>`` beside the sidecar) and set
+        sidecar ``section`` to ``value``, keeping the other sections (all only if the image content matches).
+
+        Raises :class:`StoreWriteError` if no store folder can be written, :class:`SidecarError` for a
+        corrupt sidecar (moved aside first).
+        """
+        existing = self.read_sidecar(meta.path) or {}
+        if existing.get("image", {}).get("sha256") != meta.sha256:
+            existing = {}
+        last_error: StoreWriteError | None = None
+        current = self.sidecar_path(meta.path)
+        folders = self.folders(meta.path)
+        if current is not None and current.parent in folders:
+            folders = [current.parent] + [f for f in folders if f != current.parent]
+        for folder in folders:
+            try:
+                for suffix, data in (files or {}).items():
+                    write_bytes_atomic(folder / f"{meta.path.name}.{suffix}", data)
+                sidecar = {"schema": SIDECAR_SCHEMA, "image": meta.to_json(relative=True),
+                           "results": existing.get("results", {}), **{k: v for k, v in existing.items()
+                                                                      if k not in ("schema", "image", "results")}}
+                if existing.get("current"):
+                    sidecar["current"] = existing["current"]
+                sidecar[section] = value
+                path = folder / f"{meta.path.name}.json"
+                write_json_atomic(path, sidecar)
+                return path
+            except StoreWriteError as exc:
+                last_error = exc
+        assert last_error is not None
+        raise last_error
+
+    def section(self, photo: str | Path, section: str, *, sha256: str | None = None) -> tuple[dict, Path] | None:
+        """A sidecar section and the folder its files are in, or None (absent, or stale for ``sha256``).
+
+        Raises :class:`SidecarError` for a corrupt sidecar (moved aside first).
+        """
+        data = self.read_sidecar(photo)
+        path = self.sidecar_path(photo)
+        if not data or path is None or not isinstance(data.get(section), dict):
+            return None
+        if sha256 is not None and data.get("image", {}).get("sha256") != sha256:
+            return None
+        return data[section], path.parent
+
+    def project_folder(self, folder: str | Path) -> Path:
+        """Where the project file (labels, scale) of a photo folder lives."""
+        return self.folders(Path(folder) / "_")[0]
 
     def _entry(self, photo: Path, backend_id: str | None,
                sha256: str | None) -> tuple[dict[str, Any], dict[str, Any], Path] | None:

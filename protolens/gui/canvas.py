@@ -74,6 +74,7 @@ class ImageCanvas(pg.GraphicsView):
         self.heatmap_item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.image_size: tuple[int, int] | None = None
         self._window_items: list[QGraphicsRectItem] = []
+        self._editing = False
         self._windows_visible = False
         self._display: np.ndarray | None = None
         self._threshold = 0.5
@@ -174,8 +175,13 @@ class ImageCanvas(pg.GraphicsView):
     def set_mask_color(self, color: QColor) -> None:
         self.mask_item.set_color(color)
 
+    def set_editing(self, editing: bool) -> None:
+        """While a mask is edited its label layer replaces the threshold mask."""
+        self._editing = bool(editing)
+        self._apply_threshold()
+
     def _apply_threshold(self) -> None:
-        self.mask_item.setVisible(self._mode != "none" and self._display is not None)
+        self.mask_item.setVisible(self._mode != "none" and self._display is not None and not self._editing)
         self.mask_item.set_outline(self._mode == "outline")
         self.mask_item.set_threshold(self._threshold)
 

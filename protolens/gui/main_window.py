@@ -23,12 +23,15 @@ from protolens.core.thresholds import MassThresholder
 from protolens.gui.backend_panel import BackendPanel
 from protolens.gui.canvas import ImageCanvas
 from protolens.gui.display_panel import DisplayPanel
+from protolens.gui.edit_session import EditSession
+from protolens.gui.export_dialog import ExportDialog
 from protolens.gui.image_loader import ImageLoader
 from protolens.gui.message_bar import MessageBar
 from protolens.gui.settings import add_recent_folder, open_settings, recent_folders
 from protolens.gui.thumbnails import ThumbnailStrip
 from protolens.gui.workers import Job, JobRunner
 from protolens.models.registry import Registry
+from protolens.services.annotations import export_masks
 from protolens.services.results import FoundResult, find_result, mass_thresholder
 from protolens.services.segment import LoadedImage, Segmenter, SegmentOutcome
 
@@ -50,6 +53,7 @@ class MainWindow(QMainWindow):
         self.jobs = JobRunner(self)
         self.loader = ImageLoader(self.jobs)
         self.paths: list[Path] = []
+        self.folder: Path | None = None
         self.index = -1
         self.image: LoadedImage | None = None
         self.result: FoundResult | None = None
@@ -79,17 +83,20 @@ class MainWindow(QMainWindow):
         self.display_panel = DisplayPanel()
         side = QWidget()
         side_layout = QVBoxLayout(side)
+        self.edit = EditSession(self, int(self.settings.value("history_mb", 256)) * 1024**2)
         side_layout.addWidget(self.backend_panel)
         side_layout.addWidget(self.display_panel)
+        side_layout.addWidget(self.edit.panel)
         side_layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(side)
         dock = QDockWidget("Controls", self)
         dock.setObjectName("controls_dock")
         dock.setWidget(scroll)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
-        dock.setMinimumWidth(340)
+        dock.setMinimumWidth(380)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.image_label, self.cursor_label = QLabel("no folder"), QLabel("")
         self.jobs_label, self.device_label = QLabel("jobs: idle"), QLabel("devices: cpu")
@@ -130,6 +137,9 @@ class MainWindow(QMainWindow):
         self._action(model, "Run", self.run_current, "Ctrl+R")
         self._action(model, "Cancel", self.cancel_run, "Esc")
         self._action(model, "Download weights…", self.open_weights_dialog)
+        edit = bar.addMenu("&Edit")
+        self.edit.add_actions(edit)
+        self._action(edit, "Export masks…", self.export_masks, "Ctrl+Shift+E")
         view = bar.addMenu("&View")
         self._action(view, "Fit photo", self.canvas.fit, "0")
         self._action(view, "Toggle heatmap", lambda: self.display_panel.show_heatmap.toggle(), "H")
@@ -157,6 +167,7 @@ class MainWindow(QMainWindow):
         dp.heatmap_toggled.connect(self.canvas.set_heatmap_visible)
         dp.stretch_toggled.connect(self.canvas.set_contrast_stretch)
         dp.export_requested.connect(self.export_current)
+        self.edit.panel.export_requested.connect(self.export_masks)
 
     def _restore_settings(self) -> None:
         s = self.settings
@@ -199,7 +210,10 @@ class MainWindow(QMainWindow):
             return
         if wanted is not None and not is_image_path(wanted):
             self.messages.error(f"{wanted}: not a supported image file")
+        self.edit.photo_leaving()
         self.paths = paths
+        self.folder = folder
+        self.edit.folder_opened(folder)
         self.thumbs.set_paths(paths)
         self.settings.setValue("last_folder", str(folder))
         add_recent_folder(self.settings, str(folder.resolve()))
@@ -216,6 +230,8 @@ class MainWindow(QMainWindow):
         if not self.paths or not 0 <= index < len(self.paths):
             return
         self.save_to_store()
+        if index != self.index:
+            self.edit.photo_leaving()
         self.index = index
         path = self.paths[index]
         self.thumbs.select(index)
@@ -240,6 +256,7 @@ class MainWindow(QMainWindow):
         meta = image.meta
         self.image_label.setText(f"{self.index + 1}/{len(self.paths)}  {meta.path.name}  {meta.width}×{meta.height}")
         self._look_up_result()
+        self.edit.photo_shown(image)
 
     def _image_failed(self, path: Path, message: str) -> None:
         if path != self.current_path():
@@ -254,12 +271,19 @@ class MainWindow(QMainWindow):
         backend = self.backend_panel.current_id()
         return backend, self.backend_panel.form.values(), self.backend_panel.weights_path() or None
 
-    def _look_up_result(self) -> None:
+    def _look_up_result(self, any_backend: bool | None = None) -> None:
+        """Show the photo's result for the current inputs (cache, else store); run if none and auto-run is on.
+
+        A stored result of another backend is shown only when auto-run is off and the inputs did not just change.
+        """
         image = self.image
         if image is None:
             return
         backend, params, weights = self._inputs()
-        self.jobs.submit(find_result, self.segmenter, self.store, image, backend, params, weights, kind="lookup",
+        if any_backend is None:
+            any_backend = not self.backend_panel.auto_run.isChecked()
+        self.jobs.submit(find_result, self.segmenter, self.store, image, backend, params, weights,
+                         any_backend=any_backend, kind="lookup",
                          lane="store",
                          on_result=lambda found: self._found(image, found),
                          on_error=lambda exc: self.messages.error(str(exc)))
@@ -317,7 +341,7 @@ class MainWindow(QMainWindow):
 
     def _inputs_changed(self) -> None:
         if self.image is not None:
-            self._look_up_result()
+            self._look_up_result(any_backend=False)
 
     def run_current(self) -> None:
         """Run the selected backend on the current photo (cancelling a run in progress)."""
@@ -337,6 +361,7 @@ class MainWindow(QMainWindow):
             on_finished=lambda: self._run_finished(token))
 
     def cancel_run(self) -> None:
+        self.edit.editor.cancel_path()
         if self.run_job is not None and not self.run_job.done:
             self.run_job.cancel()
             self.backend_panel.set_progress(0.0, "cancelled")
@@ -463,7 +488,28 @@ class MainWindow(QMainWindow):
         text = f"x={x:.0f} y={y:.0f}"
         self.cursor_label.setText(text + (f"  score={score:.3f}" if score >= 0 else ""))
 
+    def export_masks(self, out_dir: str | None = None, formats: list[str] | None = None,
+                     whole_folder: bool = True, coco_encoding: str = "rle") -> None:
+        """Export the store's masks (edited, else thresholded) of this photo or the folder in chosen formats."""
+        if formats is None:
+            dialog = ExportDialog(str(self.settings.value("mask_export_folder", "")), self)
+            if not dialog.exec() or not dialog.out_dir() or not dialog.formats():
+                return
+            out_dir, formats = dialog.out_dir(), dialog.formats()
+            whole_folder, coco_encoding = dialog.whole_folder(), dialog.coco_encoding()
+        self.settings.setValue("mask_export_folder", str(out_dir))
+        self.edit.save("saved")
+        paths = self.paths if whole_folder else [p for p in [self.current_path()] if p is not None]
+        project = self.edit.project
+        self.jobs.submit(export_masks, paths, formats, out_dir, store=self.store, project=project,
+                         coco_encoding=coco_encoding, kind="export", lane="store",
+                         on_result=lambda summary: self.messages.show_message(
+                             f"{summary.line} into {out_dir} in {summary.seconds:.1f} s",
+                             "info" if not summary.failed else "warning"),
+                         on_error=lambda exc: self.messages.error(f"export failed: {exc}"))
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        self.edit.save("saved")
         self.save_to_store()
         s = self.settings
         s.setValue("geometry", self.saveGeometry())

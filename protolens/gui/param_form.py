@@ -63,6 +63,8 @@ class ParamForm(QWidget):
             return check
         if spec.type == "choice":
             combo = QComboBox()
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(14)
             for choice in spec.choices:
                 combo.addItem(str(choice), choice)
             combo.currentIndexChanged.connect(self._emit)

@@ -61,9 +61,11 @@ class FoundResult:
 
 
 def find_result(segmenter: Segmenter, store: ResultStore, image: LoadedImage, backend_id: str,
-                params: Mapping[str, Any], weights_path: str | Path | None = None) -> FoundResult | None:
-    """The result to show for ``image``: the cached result of exactly these inputs, else the stored current
-    result of the photo (any backend, if its content hash still matches), else None. Never runs a model.
+                params: Mapping[str, Any], weights_path: str | Path | None = None, *,
+                any_backend: bool = True) -> FoundResult | None:
+    """The result to show for ``image``: the cached result of exactly these inputs, else the stored result of
+    ``backend_id``, else (with ``any_backend``) the photo's stored current result of another backend, else
+    None. Stored results count only while the photo's content hash matches. Never runs a model.
 
     Errors of the cache look-up (missing weights, bad parameters) make it fall through to the store;
     a corrupt sidecar raises :class:`~protolens.core.errors.SidecarError` (it has been moved aside).
@@ -79,7 +81,9 @@ def find_result(segmenter: Segmenter, store: ResultStore, image: LoadedImage, ba
             found.record.threshold = saved.threshold  # the user's threshold, not the suggestion
             found.suggested_threshold = None
         return found
-    stored = store.load_result(image.meta.path, sha256=image.meta.sha256)
+    stored = store.load_result(image.meta.path, backend_id, sha256=image.meta.sha256)
+    if stored is None and any_backend:
+        stored = store.load_result(image.meta.path, sha256=image.meta.sha256)
     if stored is None:
         return None
     return FoundResult(stored.record, stored.heatmap, None, "store", stored.score, stored.probability,

@@ -151,3 +151,32 @@ def test_tokens_command_writes_a_cached_token_grid(monkeypatch, capsys, photo_fo
     code, _, _ = run_cli(monkeypatch, capsys, *args[:-1], tmp_path / "again")
     assert code == 0
     np.testing.assert_array_equal(np.load(tmp_path / "again" / "b_dahlia.tokens.npy"), tokens)
+
+
+def test_export_folder_in_every_format_after_segment(monkeypatch, capsys, photo_folder, tmp_path):
+    code, _, _ = run_cli(monkeypatch, capsys, "segment", photo_folder, "-b", "vegetation-index")
+    assert code == 0
+    out = tmp_path / "export"
+    code, text, err = run_cli(monkeypatch, capsys, "export", photo_folder, "--out", out)
+    assert code == 0 and "exported 2, skipped 0 (no mask), failed 1" in text
+    assert "c_broken.jpg" in err
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(out / "annotations.coco.json"))
+    assert sorted(img["file_name"] for img in coco.dataset["images"]) == ["a_meadow.jpg", "b_dahlia.jpg"]
+    mask = np.asarray(Image.open(photo_folder / ".protolens" / "a_meadow.jpg.vegetation-index.mask.png")) == 255
+    image_id = next(i["id"] for i in coco.dataset["images"] if i["file_name"] == "a_meadow.jpg")
+    union = np.zeros_like(mask)
+    for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])):
+        union |= coco.annToMask(ann).astype(bool)
+    np.testing.assert_array_equal(union, mask)
+    labels_png = np.asarray(Image.open(out / "a_meadow.labels.png"))
+    np.testing.assert_array_equal(labels_png == 1, mask)
+    assert (out / "labels.txt").read_text().splitlines()[:2] == ["0 background", "1 plant"]
+    import csv
+
+    rows = list(csv.DictReader((out / "cover.csv").open()))
+    for photo in ("a_meadow.jpg", "b_dahlia.jpg"):
+        assert abs(sum(float(r["cover_percent"]) for r in rows if r["image"] == photo) - 100.0) < 1e-3
+    code, _, _ = run_cli(monkeypatch, capsys, "export", photo_folder, "--out", out, "-f", "gif")
+    assert code == 1

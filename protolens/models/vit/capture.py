@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-import numpy as np
 import torch
 from torch import nn
 
