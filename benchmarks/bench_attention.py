@@ -77,13 +77,18 @@ def pipeline_ratio(repeats: int) -> None:
         return drain(backend.run(rgb, params, RunContext(allow_random_weights=True)))  # no image id: no cache
 
     bare()
-    base, _ = _median(bare, repeats)
     print(f"1. pipeline / bare forward, {len(windows)} windows of 518 px ({(518 // 14) ** 2 + 1} tokens), "
-          f"{torch.get_num_threads()} CPU threads; bare forward median {base:.2f} s")
+          f"{torch.get_num_threads()} CPU threads (runs alternate; median of the paired ratios, since this "
+          f"shared machine's speed drifts by 20% between minutes)")
     for mode in ("cls", "received", "rollout"):
-        seconds, _ = _median(lambda m=mode: pipeline(m), repeats)
-        base_again, _ = _median(bare, 1)
-        print(f"   {mode:9s} pipeline {seconds:6.2f} s  ratio {seconds / ((base + base_again) / 2):.3f}")
+        pairs = []
+        for _ in range(repeats):
+            base, _ = _median(bare, 1)
+            seconds, _ = _median(lambda m=mode: pipeline(m), 1)
+            pairs.append((seconds, base))
+        ratios = [s / b for s, b in pairs]
+        print(f"   {mode:9s} pipeline {np.median([s for s, _ in pairs]):6.2f} s  bare {np.median([b for _, b in pairs]):6.2f} s"
+              f"  ratio {np.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
 
 
 class _RssSampler:

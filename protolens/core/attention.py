@@ -171,13 +171,20 @@ def attention_rollout_map(summary: AttentionSummary, fusion: str = "mean", disca
     if matrices is None:
         raise ValueError(f"rollout with {fusion!r} head fusion needs the fused attention matrices of this image")
     # With w_i = v_i / (2 r_i) and r_i the row sums of (A + I) / 2:  (v A~)_j = sum_i w_i A_ij + w_j,
-    # so neither the identity nor the smoothed matrix is ever built.
-    vector = np.zeros(matrices.shape[-1], dtype=np.float64)
+    # so neither the identity nor the smoothed matrix is ever built. float32 vector-matrix products (BLAS)
+    # into one reused buffer: an upcast to float64 or a fresh float32 copy per block costs more than the rest.
+    tokens = matrices.shape[-1]
+    vector = np.zeros(tokens, dtype=np.float32)
     vector[0] = 1.0
+    ones = np.ones(tokens, dtype=np.float32)
+    buffer = np.empty((tokens, tokens), dtype=np.float32)
     for layer in range(matrices.shape[0] - 1, -1, -1):
-        fused = discard_lowest(matrices[layer], discard_ratio) if discard_ratio > 0 else matrices[layer].astype(
-            np.float32)
-        weights = vector / (fused.sum(axis=1, dtype=np.float64) + 1.0)
+        if discard_ratio > 0:
+            fused = discard_lowest(matrices[layer], discard_ratio)
+        else:
+            np.copyto(buffer, matrices[layer])
+            fused = buffer
+        weights = vector / (fused @ ones + 1.0)
         vector = weights @ fused + weights
     return patch_grid(vector.astype(np.float32), summary.num_prefix, summary.grid)
 

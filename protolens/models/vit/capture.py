@@ -20,6 +20,7 @@ from torch import nn
 
 from protolens.core.attention import HEAD_FUSIONS, AttentionSummary
 from protolens.models.vit.families import attention_sites, family_info, forward_tokens
+from protolens.models.vit.sdpa import SDPAIntercept
 
 QKHandler = Callable[[int, torch.Tensor, torch.Tensor], None]
 
@@ -140,7 +141,9 @@ def capture_summaries(model: nn.Module, x: torch.Tensor, *, full: bool,
     With ``full=False`` only the CLS rows of every block are computed (cheap: the pipeline costs little more
     than the bare forward). With ``full=True`` each block's attention matrix is computed once and reduced
     at once to the CLS rows, the attention each token receives (column sums) and the head-fused matrices
-    (float16) for rollout, then freed.
+    (float16) for rollout, then freed; where the model calls ``scaled_dot_product_attention`` that matrix
+    also gives the block's output (:class:`~protolens.models.vit.sdpa.SDPAIntercept`), so it is computed
+    once instead of twice.
 
     Returns the summaries and the final tokens (batch, tokens, dim) after the model's last norm.
     """
@@ -157,19 +160,34 @@ def capture_summaries(model: nn.Module, x: torch.Tensor, *, full: bool,
     buffers: list[torch.Tensor] = []
     reducers = {"mean": torch.mean, "max": torch.amax, "min": torch.amin}
 
-    def reduce(index: int, q: torch.Tensor, k: torch.Tensor) -> None:
-        if not full:
-            cls_rows[:, index] = attention_rows(q, k, slice(0, 1))[:, :, 0]
-            return
-        attention = attention_rows(q, k, buffers=buffers)
+    def reduce_attention(index: int, attention: torch.Tensor) -> None:
         cls_rows[:, index] = attention[:, :, 0]
         torch.sum(attention, dim=2, out=received[:, index])
         for fusion, target in fused.items():
             reducers[fusion](attention, dim=1, out=reduced)
             target[:, index].copy_(reduced)
 
-    with QKCapture(model, None, reduce):
-        tokens = forward_tokens(model, x)
+    def reduce(index: int, q: torch.Tensor, k: torch.Tensor) -> None:
+        if full:
+            reduce_attention(index, attention_rows(q, k, buffers=buffers))
+        else:
+            cls_rows[:, index] = attention_rows(q, k, slice(0, 1))[:, :, 0]
+
+    def attend(index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+        attention = attention_rows(q * scale, k, buffers=buffers)
+        if index < blocks:
+            reduce_attention(index, attention)
+        return torch.matmul(attention.to(v.dtype), v)
+
+    tokens = None
+    if full:
+        with SDPAIntercept(attend) as intercept:
+            tokens = forward_tokens(model, x)
+        if intercept.calls != blocks:  # attention computed without SDPA: capture from the projections instead
+            tokens = None
+    if tokens is None:
+        with QKCapture(model, None, reduce):
+            tokens = forward_tokens(model, x)
     buffers.clear()
     cls_np = cls_rows.cpu().numpy()
     received_np = received.cpu().numpy() if received is not None else None
