@@ -56,17 +56,20 @@ class PhotoMask:
 
 @dataclass
 class ExportSummary:
-    """Counts and files of an export; ``skipped``/``failed`` hold (photo, reason)."""
+    """Counts and files of an export; ``skipped``/``failed`` hold (photo, reason); ``notes`` what the user
+    should know about the files written (e.g. COCO polygons that had to be RLE)."""
 
     exported: int = 0
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def line(self) -> str:
-        return f"exported {self.exported}, skipped {len(self.skipped)} (no mask), failed {len(self.failed)}"
+        line = f"exported {self.exported}, skipped {len(self.skipped)} (no mask), failed {len(self.failed)}"
+        return "; ".join([line, *self.notes])
 
 
 def photo_meta(path: Path) -> ImageMeta:
@@ -138,6 +141,10 @@ def export_masks(paths: Iterable[str | Path], formats: Iterable[str], out_dir: s
     if coco is not None:
         write_json_atomic(out / "annotations.coco.json", coco, indent=None)
         summary.written.append(out / "annotations.coco.json")
+        as_rle = sum(isinstance(a["segmentation"], dict) for a in coco["annotations"])
+        if coco_encoding == "polygon" and as_rle:
+            summary.notes.append(f"{as_rle} of {len(coco['annotations'])} COCO annotations written as RLE "
+                                 f"(their regions have holes, which COCO polygons cannot carry)")
     if "cover" in formats and summary.exported:
         write_cover_csv(out / "cover.csv", cover)
         summary.written.append(out / "cover.csv")

@@ -62,3 +62,19 @@ def test_unknown_format_is_refused(edited, tmp_path):
     meta, _, project = edited
     with pytest.raises(FormatError, match="unknown format"):
         export_masks([meta.path], ["tiff"], tmp_path, store=ResultStore(), project=project)
+
+
+def test_coco_polygon_export_says_which_annotations_had_to_be_rle(edited, tmp_path):
+    meta, labels, project = edited
+    summary = export_masks([meta.path], ["coco"], tmp_path, store=ResultStore(), project=project,
+                           coco_encoding="polygon")
+    document = json.loads((tmp_path / "annotations.coco.json").read_text())
+    kinds = {a["category_id"]: type(a["segmentation"]).__name__ for a in document["annotations"]}
+    assert kinds == {1: "dict", 2: "list"}  # class 1 encloses a hole, class 2 does not
+    assert "1 of 2 COCO annotations written as RLE" in summary.line
+    imported, _ = import_labelmap(tmp_path / "annotations.coco.json", meta, project.labels)
+    expected = labels.copy()
+    expected[expected == 255] = 0
+    np.testing.assert_array_equal(imported, expected)
+    rle_only = export_masks([meta.path], ["coco"], tmp_path / "rle", store=ResultStore(), project=project)
+    assert rle_only.notes == []
