@@ -168,10 +168,10 @@ def test_sha256_of_a_cache_blob_is_its_name(tmp_path):
 
 
 def _fake_download(tmp_path, calls, *, chunks=(100, 300, 250, 350), on_chunk=None):
-    """A stand-in for hf_hub_download that reports progress through tqdm_class as the real one does."""
+    """A stand-in for hf_hub_download that reports progress through tqdm_class as the real one does."""  # ok-offline
     target = tmp_path / "downloaded" / "model.safetensors"
 
-    def hf_hub_download(repo_id, filename, *, tqdm_class=None, **kwargs):
+    def hf_hub_download(repo_id, filename, *, tqdm_class=None, **kwargs):  # ok-offline: a local fake
         calls.append((repo_id, filename, kwargs))
         bar = tqdm_class(total=sum(chunks), unit="B", unit_scale=True, desc=filename)
         try:
@@ -185,13 +185,13 @@ def _fake_download(tmp_path, calls, *, chunks=(100, 300, 250, 350), on_chunk=Non
         target.write_bytes(PAYLOAD)
         return str(target)
 
-    return hf_hub_download, target
+    return hf_hub_download, target  # ok-offline
 
 
 def test_pull_reports_increasing_bytes(tmp_path, monkeypatch):
     calls, seen = [], []
     fake, target = _fake_download(tmp_path, calls)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)  # ok-offline
 
     path = pull_weights(SPEC, progress=lambda done, total: seen.append((done, total)))
 
@@ -202,14 +202,14 @@ def test_pull_reports_increasing_bytes(tmp_path, monkeypatch):
 
 def test_pull_without_callback_still_downloads(tmp_path, monkeypatch):
     fake, target = _fake_download(tmp_path, [])
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)  # ok-offline
     assert pull_weights(SPEC) == target
 
 
 def test_cancel_during_pull_raises_cancelled(tmp_path, monkeypatch):
     cancel, seen = CancelToken(), []
     fake, target = _fake_download(tmp_path, [], on_chunk=lambda i: cancel.cancel() if i == 2 else None)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)  # ok-offline
 
     with pytest.raises(Cancelled, match="cancelled"):
         pull_weights(SPEC, progress=lambda done, total: seen.append(done), cancel=cancel)
@@ -221,7 +221,7 @@ def test_network_failure_is_a_clear_weights_error(monkeypatch):
     def offline(*args, **kwargs):
         raise ConnectionError("Failed to resolve 'huggingface.co'")
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)  # ok-offline
     with pytest.raises(WeightsNotFoundError) as info:
         pull_weights(SPEC)
     message = str(info.value)
@@ -231,7 +231,7 @@ def test_network_failure_is_a_clear_weights_error(monkeypatch):
 
 def test_pull_checks_the_expected_sha256(tmp_path, monkeypatch):
     fake, target = _fake_download(tmp_path, [])
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)  # ok-offline
     good = WeightsSpec(name=SPEC.name, hf_repo=SPEC.hf_repo, sha256=hashlib.sha256(PAYLOAD).hexdigest())
     bad = WeightsSpec(name=SPEC.name, hf_repo=SPEC.hf_repo, sha256="0" * 64)
     assert pull_weights(good) == target
