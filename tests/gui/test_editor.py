@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QMouseEvent
+from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
 from tests.gui.conftest import select_backend
@@ -26,12 +28,18 @@ def _send(window, kind, point: QPoint, buttons) -> None:
     QApplication.sendEvent(viewport, event)
 
 
+# pyqtgraph drops mouse moves closer together than 1/mouseRateLimit s (100/s by default); a user's mouse
+# reports at most that often, so the test paces its moves the same way (a burst would read as a click).
+MOVE_INTERVAL_MS = 1000 // int(pg.getConfigOption("mouseRateLimit")) + 5
+
+
 def drag(window, points) -> None:
     """A left-button drag through photo pixel points (x, y), as a user's mouse does it."""
     held = Qt.MouseButton.LeftButton
     first = _viewport_point(window, *points[0])
     _send(window, QEvent.Type.MouseButtonPress, first, held)
     for x, y in points[1:]:
+        QTest.qWait(MOVE_INTERVAL_MS)
         _send(window, QEvent.Type.MouseMove, _viewport_point(window, x, y), held)
     _send(window, QEvent.Type.MouseButtonRelease, _viewport_point(window, *points[-1]), Qt.MouseButton.NoButton)
 
