@@ -159,7 +159,7 @@ def capture_summaries(model: nn.Module, x: torch.Tensor, *, full: bool,
     reduced = torch.empty(batch, tokens_count, tokens_count, device=device) if full else None
     ones = torch.ones(1, tokens_count, device=device)
     buffers: list[torch.Tensor] = []
-    reducers = {"mean": torch.sum, "max": torch.amax, "min": torch.amin}
+    reducers = {"mean": torch.mean, "max": torch.amax, "min": torch.amin}
 
     def reduce_attention(index: int, attention: torch.Tensor) -> None:
         cls_rows[:, index] = attention[:, :, 0]
@@ -167,8 +167,6 @@ def capture_summaries(model: nn.Module, x: torch.Tensor, *, full: bool,
         torch.matmul(ones, attention, out=received[:, index].unsqueeze(2))
         for fusion, target in fused.items():
             reducers[fusion](attention, dim=1, out=reduced)
-            if fusion == "mean":
-                reduced.mul_(1.0 / info.num_heads)
             target[:, index].copy_(reduced)
 
     def reduce(index: int, q: torch.Tensor, k: torch.Tensor) -> None:
