@@ -1,6 +1,8 @@
 """Render the screenshots in docs/screenshots/ from the real main window on real quadrats:
 main.png (vegetation heatmap, threshold outline), attention.png (ViT rollout over tiled windows, mass
-threshold; random weights, as no weights are downloaded here), editor.png (a hand-corrected mask, two classes).
+threshold; random weights, as no weights are downloaded here), editor.png (a hand-corrected mask, two classes),
+compare.png (View ▸ Compare: vegetation index, ViT cls / received / rollout and a difference pane, with the
+agreement figures in the pane titles; the ViT results with random weights too).
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python docs/make_screenshots.py
 
@@ -46,6 +48,7 @@ def main() -> None:
     main_shot(app, window)
     attention_shot(app, window)
     editor_shot(app, window)
+    compare_shot(app, window)
     window.close()
 
 
@@ -75,7 +78,7 @@ def main_shot(app, window) -> None:
 
 
 def attention_shot(app, window) -> None:
-    window.result = None
+    window.controller.result = None
     _select(window, "vit-attention", {"mode": "rollout", "long_side": 1036, "tile_size": 518, "overlap": 0.25,
                                       "batch_size": 2})
     _wait(app, lambda: window.result is not None and window.result.record.backend_id == "vit-attention",
@@ -90,7 +93,7 @@ def attention_shot(app, window) -> None:
 
 
 def editor_shot(app, window) -> None:
-    window.result = None
+    window.controller.result = None
     _select(window, "vegetation-index", {"index": "exg-exr", "smoothing": 2.0})
     window.open_path(ROOT / "resources" / "samples" / "quadrats" / "forget_me_not.jpg")
     _wait(app, lambda: window.result is not None and window.result.record.backend_id == "vegetation-index")
@@ -116,6 +119,39 @@ def editor_shot(app, window) -> None:
     editor.class_id = 1
     _save(app, window, "editor.png")
     edit.discard()
+
+
+def compare_shot(app, window) -> None:
+    from protolens.core.store import ResultStore
+    from protolens.services.batch import segment_paths
+
+    photo = ROOT / "resources" / "samples" / "quadrats" / "moss_carpet.jpg"
+    runs = [("vegetation-index", {"index": "exg-exr", "smoothing": 2.0}), ("vegetation-index", {"index": "exg"})]
+    runs += [("vit-attention", {"mode": mode, "long_side": 1036, "tile_size": 518, "batch_size": 2})
+             for mode in ("cls", "received", "rollout")]
+    for backend, params in runs:
+        segment_paths([photo], backend, params, segmenter=window.segmenter, store=ResultStore.from_environment(),
+                      allow_random_weights=True)
+    window.backend_panel.auto_run.setChecked(False)
+    window.open_path(photo)
+    _wait(app, lambda: window.image is not None and len(window.controller.entries) >= len(runs))
+    window.toggle_compare(True)
+    view = window.compare
+    view.diff_on.setChecked(True)
+    view.set_layout("2×3")
+    wanted = [(b, p.get("index", p.get("mode"))) for b, p in runs]
+    by_run = {(e.record.backend_id, e.record.params.get("index", e.record.params.get("mode"))): e.key
+              for e in window.controller.entries}
+    for index, run in enumerate(wanted):
+        view.choose(index, by_run[run])
+    view.diff_a.setValue(3)
+    view.diff_b.setValue(5)
+    _wait(app, lambda: all(i in view.data for i in range(5)) and view.difference_pair() is not None)
+    view.threshold.setValue(0.45)
+    view.panes[0].canvas.view.setRange(xRange=(600, 1900), yRange=(300, 1200), padding=0)
+    view._hovered(1250, 760, -1.0)  # the crosshair and every pane's score at one point
+    _save(app, window, "compare.png")
+    window.toggle_compare(False)
 
 
 if __name__ == "__main__":

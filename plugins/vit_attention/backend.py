@@ -13,7 +13,10 @@ Steps
 Summaries are cached per (image sha256, model, weights sha256, working size, windows, precision): in memory
 (with the rollout matrices) and on disk (CLS rows, received attention, tokens), so changing the mode, block,
 head or fusion re-aggregates without running the model. Rollout needs the in-memory matrices; after they
-were evicted the model runs again.
+were evicted the model runs again. The matrices of all three head fusions are kept in float16; a rollout
+with a discard ratio needs float32 (float16 rounding ties change which weights are discarded), so it runs the
+model once more and keeps the chosen fusion only, in float32 (less memory than the three float16 ones);
+other discard ratios then re-aggregate from it.
 
 Extras: ``score`` (rows, cols) float32 raw blended scores (attention mass, for mass thresholds);
 ``head_attention`` (heads, rows, cols) float32 raw CLS attention per head of the chosen block (cls mode).
@@ -26,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from protolens.core.attention import AttentionSummary, aggregate, cls_attention_map, min_max
+from protolens.core.attention import HEAD_FUSIONS, AttentionSummary, aggregate, cls_attention_map, min_max
 from protolens.core.cache import DiskCache, MemoryCache
 from protolens.core.errors import ParamError, WeightsNotFoundError
 from protolens.core.hashing import sha256_json
@@ -48,6 +51,14 @@ def _nbytes(entry: tuple[list[AttentionSummary], list[np.ndarray]]) -> int:
         total += s.cls_rows.nbytes + (s.received.nbytes if s.received is not None else 0)
         total += sum(m.nbytes for m in s.fused.values())
     return total
+
+
+def _fused_missing(summaries: list[AttentionSummary], params: Any) -> bool:
+    """Whether a rollout with ``params`` needs fused matrices the cached summaries lack (or hold in float16)."""
+    if params.mode != "rollout":
+        return False
+    fused = summaries[0].fused.get(params.head_fusion)
+    return fused is None or (params.discard_ratio > 0 and fused.dtype != np.float32)
 
 
 def _check_selection(params: Any, blocks: int, heads: int) -> None:
@@ -82,6 +93,22 @@ class ViTAttention(Backend):
 
     def prepare(self, params: Any, ctx: RunContext) -> None:
         self._model(params, ctx)
+
+    def load_model(self, params: Any, ctx: RunContext) -> Any:
+        """The ViT ``params.model`` in eval mode on ``ctx.device``, with the weights :meth:`weights_identity` names.
+
+        Weights: ``ctx.weights_path``, else the local Hugging Face cache, else random (only with
+        ``ctx.allow_random_weights``). Built once per (model, weights sha256, device) and reused
+        (``api.load_vit``); other services (tile tokens) load their backbone here too.
+
+        Raises
+        ------
+        WeightsNotFoundError
+            No weights found and random weights not allowed.
+        CheckpointError
+            Unknown model, or weights that do not fit it.
+        """
+        return self._model(params, ctx)[0]
 
     def _model(self, params: Any, ctx: RunContext) -> tuple[Any, str]:
         path, _, sha = self._weights(params, ctx)
@@ -142,12 +169,15 @@ class ViTAttention(Backend):
             "tile": tile, "overlap": params.overlap if len(windows) > 1 else 0, "dtype": dtype})
         entry = self._cached(key, ctx, full, params.mode)
         source = "cache"
-        if entry is None or (params.mode == "rollout" and params.head_fusion not in entry[0][0].fused):
+        if entry is None or _fused_missing(entry[0], params):
             source = "computed"
             working = api.normalise(api.resize_to_grid(image, rows, cols, patch), spec.mean, spec.std)
             yield Progress(0.05, f"{len(windows)} window(s) on a {rows}x{cols} patch grid")
-            entry = yield from api.window_summaries(model, working, windows, full=full, batch_size=params.batch_size,
-                                                    device=ctx.device, dtype=dtype, cancel=ctx.cancel)
+            discard = params.mode == "rollout" and params.discard_ratio > 0
+            entry = yield from api.window_summaries(
+                model, working, windows, full=full, batch_size=params.batch_size, device=ctx.device, dtype=dtype,
+                cancel=ctx.cancel, fusions=(params.head_fusion,) if discard else HEAD_FUSIONS,
+                fused_dtype="float32" if discard else "float16")
             self._store(key, ctx, entry)
         ctx.cancel.raise_if_set()
         return self._result(image, params, entry[0], windows, (rows, cols), spec, ctx, dtype, source)

@@ -17,7 +17,13 @@ app = typer.Typer(name="protolens", no_args_is_help=True, add_completion=False,
 
 
 def _register() -> None:
-    from protolens.cli import attention, backends, export, gui, segment, tokens, weights  # noqa: F401 - commands register themselves
+    from protolens.cli import attention, backends, compare, export, gui, results, segment, tokens, weights  # noqa: F401 - commands register themselves
+
+
+def _is_click_error(exc: BaseException) -> bool:
+    """A click usage error, from click itself or from the copy of click that typer bundles (whose classes are
+    not click's, so ``isinstance(exc, click.ClickException)`` misses them)."""
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
 
 
 def main() -> None:
@@ -34,10 +40,8 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        if _is_click_error(exc):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         raise
     sys.exit(code if isinstance(code, int) else 0)

@@ -7,9 +7,11 @@ from pathlib import Path
 import typer
 
 from protolens.cli import app
+from protolens.core.imageio import scan_paths
 from protolens.core.labels import load_project
 from protolens.core.store import ResultStore
 from protolens.services.annotations import FORMATS, export_masks
+from protolens.services.batch import skipped_text
 
 
 @app.command("export")
@@ -34,6 +36,8 @@ def export(
         typer.echo(f"error: {path}: {reason}", err=True)
     for path, reason in summary.skipped:
         typer.echo(f"skipped: {path.name}: {reason}", err=True)
-    typer.echo(f"protolens export: {summary.line} -> {out} ({summary.seconds:.1f} s)")
+    not_photos = scan_paths(paths).skipped  # folder entries export_masks never saw (other types, sub-folders)
+    extra = f", {skipped_text(not_photos, 'not photos')}" if not_photos else ""
+    typer.echo(f"protolens export: {summary.line}{extra} -> {out} ({summary.seconds:.1f} s)")
     if summary.exported == 0:
         raise typer.Exit(1)

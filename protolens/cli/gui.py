@@ -16,6 +16,10 @@ HEADLESS_HINT = (
     "(or run under a virtual display: xvfb-run protolens gui {folder})"
 )
 
+MISSING_LIBRARIES_TWIN = (
+    "The headless twin works without them: protolens segment {folder} --backend vegetation-index --out results/"
+)
+
 
 def display_available() -> bool:
     """Whether Qt can open a window: a display server is set, or a non-window platform was chosen."""
@@ -34,6 +38,11 @@ def gui(folder: Path = typer.Argument(None, help="Folder of photos (or one photo
     if not display_available():
         typer.echo(HEADLESS_HINT.format(folder=folder or "resources/samples/quadrats"), err=True)
         raise typer.Exit(1)
-    from protolens.gui.app import run_app
+    from protolens.gui.app import qt_platform_problem, run_app
 
+    problem = qt_platform_problem()
+    if problem is not None:  # Qt would abort with its own text; say what to install instead
+        typer.echo(problem, err=True)
+        typer.echo(MISSING_LIBRARIES_TWIN.format(folder=folder or "PATH"), err=True)
+        raise typer.Exit(1)
     raise typer.Exit(run_app(folder, backend=backend, run_first=run))

@@ -45,7 +45,9 @@ def segment(
     threshold: float = typer.Option(None, "--threshold", "-t", min=0.0, max=1.0,
                                     help="Mask threshold in [0, 1]; default: the backend's suggestion (Otsu)."),
     out: Path = typer.Option(None, "--out", "-o",
-                             help="Write <stem>.mask.png/.heatmap.npy/.json here; default: the per-photo store."),
+                             help="Write <stem>.mask.png/.heatmap.npy/.json here; default: the per-photo store. "
+                                  "<stem> is the photo's name without extension; photos of the batch that share "
+                                  "a stem (photo.bmp, photo.webp) keep their extension (photo.bmp.mask.png)."),
     semantics: str = typer.Option("value", "--threshold-semantics",
                                   help="value: score >= t. mass: smallest set of cells holding t of the mass."),
     device: str = typer.Option(None, "--device", help="Torch device (cpu, cuda:0); default: least busy GPU, else CPU."),
@@ -100,7 +102,9 @@ def run_segment(paths: list[str], backend: str, params: dict[str, Any], *, weigh
         raise typer.Exit(1)
 
 
-segment.__doc__ = (segment.__doc__ or "") + "\n\n" + "PATH... are photos or folders of photos.\n\n"
+segment.__doc__ = (segment.__doc__ or "") + "\n\n" + (
+    "PATH... are photos or folders of photos (JPEG, PNG, TIFF, BMP, WebP, GIF; folders are not read "
+    "recursively). The summary names the folder entries it skipped and why.\n\n")
 
 
 def _add_backend_help() -> None:

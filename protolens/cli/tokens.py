@@ -1,33 +1,38 @@
-"""``protolens tokens``: tile tokens of prototype guidance (one CLS token per crop) for photos."""
+"""``protolens tokens``: tile tokens of prototype guidance (one CLS token per crop) for photos.
+
+``--model`` and ``--precision`` are the vit-attention backend's parameters (help and choices from its
+``plugin.toml``; only the default backbone differs, :data:`protolens.services.tokens.DEFAULT_MODEL`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from protolens.cli import app
-from protolens.cli.common import registry
+from protolens.cli.common import backend_specs, registry, with_backend_options
 from protolens.core.errors import ImageReadError, StoreWriteError
 from protolens.core.imageio import expand_paths
 from protolens.services.segment import Segmenter, drain, load_image
-from protolens.services.tokens import crop_tokens
+from protolens.services.tokens import BACKEND, DEFAULT_MODEL, crop_tokens
 
 
-@app.command("tokens")
 def tokens(
     paths: list[Path] = typer.Argument(..., help="Photos and folders of photos."),
+    *,
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <stem>.tokens.npy and <stem>.tokens.json."),
-    model: str = typer.Option("vit_base_patch14_reg4_dinov2.lvd142m", "--model", "-m", help="Backbone."),
     weights: Path = typer.Option(None, "--weights", help="Weights file or snapshot folder; default: local cache."),
     rows: int = typer.Option(32, "--rows", min=1, help="Crop rows (photo height / crop after resizing)."),
     cols: int = typer.Option(48, "--cols", min=1, help="Crop columns."),
     crop: int = typer.Option(64, "--crop", min=8, help="Crop side in pixels."),
     input_size: int = typer.Option(518, "--input-size", min=14, help="Each crop is upsampled to this side."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Crops per forward pass (bounds memory)."),
-    precision: str = typer.Option("auto", "--precision", help="auto | float32 | bfloat16 | float16."),
     device: str = typer.Option(None, "--device", help="Torch device; default: least busy GPU, else CPU."),
     random_weights: bool = typer.Option(False, "--random-weights", hidden=True, help="Testing only."),
+    **backbone: Any,
 ) -> None:
     """CLS token per crop of each photo (arXiv 2512.19957, step 3), written as (rows, cols, dim) float32 .npy."""
     segmenter = Segmenter(registry(), device=device)
@@ -35,9 +40,9 @@ def tokens(
     for path in expand_paths(paths):
         try:
             image = load_image(path)
-            grid = drain(crop_tokens(segmenter, image, model, weights_path=weights, grid=(rows, cols), crop=crop,
-                                     input_size=input_size, batch_size=batch_size, precision=precision,
-                                     allow_random_weights=random_weights))
+            grid = drain(crop_tokens(segmenter, image, weights_path=weights, grid=(rows, cols), crop=crop,
+                                     input_size=input_size, batch_size=batch_size,
+                                     allow_random_weights=random_weights, **backbone))
             grid.save(out, image)
             done += 1
         except (ImageReadError, StoreWriteError) as exc:
@@ -46,3 +51,13 @@ def tokens(
     typer.echo(f"protolens tokens: processed {done}, failed {failed} -> {out}")
     if done == 0:
         raise typer.Exit(1)
+
+
+def _backbone_specs() -> list[Any]:
+    """The backend's ``model`` (with the tile-token default backbone) and ``precision`` parameters."""
+    defaults = {"model": DEFAULT_MODEL}
+    return [dataclasses.replace(s, default=defaults.get(s.name, s.default)) for s in backend_specs(BACKEND)
+            if s.name in ("model", "precision")]
+
+
+app.command("tokens")(with_backend_options(tokens, _backbone_specs(), aliases={"model": ("-m",)}))

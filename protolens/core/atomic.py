@@ -89,7 +89,23 @@ def write_png_atomic(path: str | Path, array: np.ndarray) -> None:
     write_bytes_atomic(path, encode_png(array))
 
 
+def load_array_bytes(data: bytes) -> Any:
+    """``np.load`` of ``.npy`` bytes (an array) or ``.npz`` bytes (an ``NpzFile``), never unpickling objects.
+
+    numpy parses array headers with ``ast.literal_eval``, which CPython 3.11 can fail spuriously with
+    ``SystemError`` when several threads parse at once (python/cpython#106905); that is not damage, so the
+    load is retried. Raises ``ValueError``/``OSError`` for damaged data.
+    """
+    for attempt in range(5):
+        try:
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        except SystemError:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
 def read_npy(path: str | Path) -> np.ndarray:
-    """Read a ``.npy`` file without unpickling objects."""
+    """Read a ``.npy`` file without unpickling objects (see :func:`load_array_bytes`)."""
     with open(path, "rb") as handle:
-        return np.load(io.BytesIO(handle.read()), allow_pickle=False)
+        return load_array_bytes(handle.read())

@@ -12,7 +12,8 @@ Sources
 - Attention rollout: Abnar & Zuidema, arXiv 2005.00928; here as SVIP codes it (arXiv 2503.10252):
   A~_l = (fuse_heads(A_l) + I) / 2, rows renormalised, R_l = A~_l R_(l-1), score = CLS row of R_L without
   the prefix columns. The optional discard ratio (as in SVIP's and jacobgil's code) zeroes the lowest
-  fraction of each fused matrix, never the CLS-to-CLS entry.
+  fraction of each fused matrix, never the CLS-to-CLS entry. Rows, not columns, are renormalised: see
+  :func:`attention_rollout_map` for how this differs from jacobgil/vit-explain's published code.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class AttentionSummary:
         None when only the CLS rows were captured (the cheap "cls" capture).
     fused : dict of str to numpy.ndarray
         Head-fused attention matrices for rollout, by fusion ("mean", "max", "min"):
-        (blocks, tokens, tokens) float16. Kept in memory only (not written to disk caches).
+        (blocks, tokens, tokens) float16 (half the memory), or float32 when captured for a rollout with a
+        discard ratio (see :func:`attention_rollout_map`). Kept in memory only (not written to disk caches).
     """
 
     cls_rows: np.ndarray
@@ -145,7 +147,8 @@ def discard_lowest(matrix: np.ndarray, ratio: float) -> np.ndarray:
     """Zero the lowest ``ratio`` fraction of a fused (tokens, tokens) matrix, keeping the CLS->CLS entry.
 
     As in SVIP's rollout code (jacobgil/vit-explain): the ``int(T*T * ratio)`` smallest entries become 0.
-    Returns a float32 copy.
+    Among entries equal to the cut-off value an arbitrary subset is zeroed, so rank float32 values, whose
+    ties are rare (float16 ones tie by the hundreds). Returns a float32 copy.
     """
     out = np.array(matrix, dtype=np.float32)
     count = int(out.size * ratio)
@@ -165,11 +168,32 @@ def attention_rollout_map(summary: AttentionSummary, fusion: str = "mean", disca
     Only that row is needed, so it is propagated as a vector: v = e_CLS; v <- v A~_l for l = L..1
     (O(L T^2) instead of O(L T^3)). Returns (rows, cols) float32.
 
-    Raises ``ValueError`` if the summary holds no fused matrices for ``fusion``.
+    Rows, not columns, are renormalised: row i of A~_l is divided by its own sum, so it stays a distribution
+    over the tokens that token i draws from, as in Abnar & Zuidema (Sec. 3: attention plus the identity of the
+    residual connection, re-normalised, each row the mixing weights of one token's output), and the CLS row of
+    R_L sums to 1. jacobgil/vit-explain's ``vit_rollout.py``, where the discard ratio comes from, divides by
+    ``a.sum(dim=-1)`` without ``keepdim=True``; on its (1, T, T) tensor the row sums broadcast along the last
+    axis, so column j is divided by the sum of row j and the rows no longer sum to 1 (vit-explain issue #16,
+    open). Both agree only when the rows already sum to 1 (mean fusion, no discard); after a discard or with
+    max/min fusion protolens follows the paper, not that code.
+
+    The fused matrices may be float16 (how the capture keeps them to halve memory); products run in float32.
+    A discard ranks entries, and float16 rounding makes many nearly equal small weights tie at the cut-off, so
+    another set would be zeroed (up to 0.21 apart in the min-max heatmap of a random-weight ViT-S/14 at
+    discard 0.9, against float32). A discard therefore needs float32 or float64 matrices.
+
+    Raises
+    ------
+    ValueError
+        The summary holds no fused matrices for ``fusion``, or ``discard_ratio > 0`` with float16 matrices
+        (capture them with ``fused_dtype="float32"``).
     """
     matrices = summary.fused.get(fusion)
     if matrices is None:
         raise ValueError(f"rollout with {fusion!r} head fusion needs the fused attention matrices of this image")
+    if discard_ratio > 0 and np.finfo(matrices.dtype).bits < 32:
+        raise ValueError(f"a rollout discard ratio needs float32 fused matrices, not {matrices.dtype}: rounding "
+                         "ties change which entries are discarded")
     # With w_i = v_i / (2 r_i) and r_i the row sums of (A + I) / 2:  (v A~)_j = sum_i w_i A_ij + w_j,
     # so neither the identity nor the smoothed matrix is ever built. float32 vector-matrix products (BLAS)
     # into one reused buffer: an upcast to float64 or a fresh float32 copy per block costs more than the rest.
@@ -205,8 +229,36 @@ def aggregate(summary: AttentionSummary, mode: str, *, block: int = -1, head: in
     raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
 
 
-def min_max(values: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """(values - min) / (max - min + eps) as float32 (arXiv 2512.19957 step 6 uses eps = 1e-6)."""
-    values = np.asarray(values, dtype=np.float32)
+FLAT_RTOL = 1e-5
+"""A map whose range is at most this fraction of its largest magnitude is flat (float32 rounding noise)."""
+
+
+def min_max(values: np.ndarray, rtol: float = FLAT_RTOL) -> np.ndarray:
+    """Min-max normalise raw scores to a heatmap in [0, 1] (arXiv 2512.19957, step 6).
+
+    heat = (values - min) / (max - min), computed in float64: the smallest value maps to exactly 0.0 and the
+    largest to exactly 1.0 whatever the range. The paper adds eps = 1e-6 to the denominator against a division
+    by zero; that absolute eps squeezes maps whose whole range is small (the CLS attention of a register model
+    spans ~1e-5 or less, and range / (range + 1e-6) put its peak at 0.76 .. 0.91), so only the flat case is
+    guarded here: when max - min <= ``rtol`` * max(|min|, |max|) (zero range included) the map is all zeros,
+    never NaN. ``rtol`` (1e-5, ~80 float32 ulps) keeps a constant map that float32 rounding left a few ulps
+    uneven flat instead of stretching the noise to [0, 1].
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Raw scores of any shape and real dtype, finite, not empty.
+    rtol : float
+        Relative range below which the map counts as flat.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, same shape, in [0, 1]; order of the values kept.
+    """
+    values = np.asarray(values, dtype=np.float64)
     low, high = float(values.min()), float(values.max())
-    return ((values - low) / (high - low + eps)).astype(np.float32)
+    span = high - low
+    if span <= rtol * max(abs(low), abs(high)):
+        return np.zeros(values.shape, dtype=np.float32)
+    return ((values - low) / span).astype(np.float32)

@@ -10,6 +10,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,13 @@ from protolens.core.errors import ImageReadError
 # guard would raise a different error type at a different size.
 Image.MAX_IMAGE_PIXELS = None
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"})
+"""Supported photo extensions (compared lower-case); a GIF is read as its first frame."""
 DEFAULT_MAX_PIXELS = 250_000_000
 """Default decompression-bomb limit in pixels (width x height); ``PROTOLENS_MAX_PIXELS`` overrides it."""
 
 _BACKGROUND = (255, 255, 255)
-_UNRECOGNISED = "not a recognised image (JPEG, PNG, TIFF, BMP or WebP)"
+_UNRECOGNISED = "not a recognised image (JPEG, PNG, TIFF, BMP, WebP or GIF)"
 
 
 def max_pixels_setting() -> int:
@@ -48,26 +50,100 @@ def list_images(folder: str | Path) -> list[Path]:
     """Image files directly inside ``folder``, in natural order (``img2`` before ``img10``).
 
     Hidden files are skipped. Raises ``NotADirectoryError`` if ``folder`` is not a directory.
+    See :func:`scan_images` for the files left out and why.
+    """
+    return scan_images(folder).images
+
+
+SKIP_NOT_IMAGE = "not a supported image"
+SKIP_BROKEN_LINK = "broken link"
+SKIP_FOLDER = "a folder"
+SKIP_NOT_FILE = "not a regular file"
+
+
+@dataclass
+class ScanResult:
+    """What a folder scan found: the photos to read and the entries left out, each with a reason.
+
+    Attributes
+    ----------
+    images : list of Path
+        Files with a supported extension (:data:`IMAGE_EXTENSIONS`), natural order; they are not opened,
+        so a damaged file is listed here and reported when it is read.
+    skipped : list of (Path, str)
+        Entries that are not read, natural order, with the reason: :data:`SKIP_NOT_IMAGE` (another
+        extension, e.g. ``.svg``, ``.heic``, ``.txt``), :data:`SKIP_BROKEN_LINK` (a symbolic link whose
+        target is missing), :data:`SKIP_FOLDER` (a sub-folder; scans are not recursive) or
+        :data:`SKIP_NOT_FILE` (a pipe, socket or device). Hidden entries (name starting with ``.``,
+        which includes the ``.protolens`` result store) are neither read nor reported.
+    """
+
+    images: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _skip_reason(path: Path) -> str | None:
+    """Why a non-hidden folder entry is not read, or None if it is a photo to read."""
+    if path.is_symlink() and not path.exists():
+        return SKIP_BROKEN_LINK
+    if path.is_dir():
+        return SKIP_FOLDER
+    if not is_image_path(path):
+        return SKIP_NOT_IMAGE
+    return None if path.is_file() else SKIP_NOT_FILE
+
+
+def scan_images(folder: str | Path) -> ScanResult:
+    """The photos directly inside ``folder`` (natural order) and every other entry with why it is skipped.
+
+    Raises ``NotADirectoryError`` if ``folder`` is not a directory. See :class:`ScanResult`.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder")
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_path(p)]
-    return sorted(files, key=_natural_key)
+    result = ScanResult()
+    for path in sorted(folder.iterdir(), key=_natural_key):
+        if path.name.startswith("."):
+            continue
+        reason = _skip_reason(path)
+        if reason is None:
+            result.images.append(path)
+        else:
+            result.skipped.append((path, reason))
+    return result
 
 
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files and folders (their images, non-recursive) as one list of files, order kept, duplicates dropped."""
-    out: list[Path] = []
+def scan_paths(paths: Iterable[str | Path]) -> ScanResult:
+    """Files and folders (scanned with :func:`scan_images`, non-recursive) as one list of photos plus skips.
+
+    Order is kept and duplicates (same resolved path) are dropped. A file named explicitly is always kept,
+    whatever its extension, so that reading it reports the problem; only folder contents are skipped.
+    """
+    out = ScanResult()
     seen: set[Path] = set()
+    seen_skipped: set[str] = set()
     for raw in paths:
         path = Path(raw)
-        for item in list_images(path) if path.is_dir() else [path]:
+        scan = scan_images(path) if path.is_dir() else ScanResult(images=[path])
+        for item in scan.images:
             key = item.resolve()
             if key not in seen:
                 seen.add(key)
-                out.append(item)
+                out.images.append(item)
+        for item, reason in scan.skipped:
+            name = os.path.normpath(item.absolute())  # not resolve(): a broken link has no target
+            if name not in seen_skipped:
+                seen_skipped.add(name)
+                out.skipped.append((item, reason))
     return out
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files and folders (their images, non-recursive) as one list of files, order kept, duplicates dropped.
+
+    See :func:`scan_paths` for the same list together with the folder entries that were skipped.
+    """
+    return scan_paths(paths).images
 
 
 def _check_file(path: Path) -> None:
@@ -216,8 +292,9 @@ def _tiff_fallback(path: Path) -> np.ndarray:
 def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
     """Read a photograph as RGB.
 
-    Supports JPEG, PNG, TIFF (8/16-bit, float), BMP and WebP. The EXIF orientation is applied;
-    grayscale, palette, CMYK and 16-bit images are converted to RGB; alpha is composited over white.
+    Supports JPEG, PNG, TIFF (8/16-bit, float), BMP, WebP and GIF (the first frame of an animation).
+    The EXIF orientation is applied; grayscale, palette, CMYK and 16-bit images are converted to RGB;
+    alpha (and GIF transparency) is composited over white.
 
     Parameters
     ----------
@@ -266,7 +343,7 @@ def read_thumbnail(path: str | Path, max_side: int = 160, *, max_pixels: int | N
     """A small RGB preview whose longer side is at most ``max_side`` pixels.
 
     JPEGs are decoded at reduced scale (Pillow draft mode), so this is much faster than
-    :func:`read_image` on large photos. Returns (h, w, 3) uint8 RGB; raises :class:`ImageReadError`.
+    :func:`read_image` on large photos; a GIF gives its first frame. Returns (h, w, 3) uint8 RGB; raises :class:`ImageReadError`.
     """
     path = Path(path)
     limit = max_pixels or max_pixels_setting()
@@ -280,6 +357,8 @@ def read_thumbnail(path: str | Path, max_side: int = 160, *, max_pixels: int | N
                 image.draft("RGB", (max_side, max_side))
             image.load()
             image = ImageOps.exif_transpose(image)
+            if image.mode == "P":  # palette images (GIF) would be resized nearest-neighbour
+                image = image.convert("RGBA")
             image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
             return np.ascontiguousarray(_to_rgb(image))
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

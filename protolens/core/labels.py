@@ -97,6 +97,20 @@ class LabelSet:
         name = name.strip()
         return self.by_name(name) or self.add(name)
 
+    def ids_from(self, label_map: Any) -> np.ndarray:
+        """A backend's label map (:class:`protolens.core.layers.LabelMap`) in this set's class ids.
+
+        Classes are matched by name (case-sensitive, spaces stripped); names not in the set are added (as an
+        import does). Id 0 and negative ids become background. Returns (height, width) uint8 at photo size.
+        Raises :class:`LabelError` when more than 254 classes would be needed.
+        """
+        full = label_map.full_resolution()
+        lut = np.zeros(max(len(label_map.classes), 1), np.uint8)
+        for index, name in enumerate(label_map.classes):
+            if index > 0 and name.strip():
+                lut[index] = self.ensure(name).id
+        return np.where(full > 0, lut[np.clip(full, 0, len(lut) - 1)], 0).astype(np.uint8)
+
     def replace(self, class_id: int, *, name: str | None = None, color: tuple[int, int, int] | None = None) -> None:
         """Rename or recolour class ``class_id``. Raises :class:`LabelError`."""
         index = next((i for i, c in enumerate(self.classes) if c.id == class_id), None)

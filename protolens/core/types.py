@@ -8,6 +8,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from protolens.core.layers import Keypoints, LabelMap, Regions, ResultLayers, ScoresTable
+
 
 @dataclass(frozen=True)
 class Heatmap:
@@ -64,7 +66,11 @@ class Heatmap:
 
 @dataclass
 class BackendResult:
-    """What a heatmap backend returns for one image.
+    """What a backend returns for one image: a main heatmap plus optional typed layers.
+
+    The backend manifest's ``kind`` says how a view shows the result: ``heatmap`` (the main map over the
+    photo), ``segmentation`` (the label map as a class overlay, named heatmaps per class) or ``explanation``
+    (keypoints and their match pairs, the scores table).
 
     Attributes
     ----------
@@ -73,12 +79,31 @@ class BackendResult:
     suggested_threshold : float or None
         A threshold in [0, 1] the backend proposes (e.g. Otsu's), used as the slider's start value.
     extras : dict of str to numpy.ndarray
-        Further arrays (per-head maps, token grids...), documented by each backend.
+        Further arrays (per-head maps, token grids...), documented by each backend; cached, not stored.
     info : dict
         JSON-serialisable facts about the run (grid size, device, model...), saved in provenance.
+    heatmaps : dict of str to Heatmap
+        Named heatmaps, one per class, head, block or epoch; each (rows, cols) float32 in [0, 1].
+    label_map : LabelMap or None
+        (rows, cols) int32 class ids with class names (see :class:`protolens.core.layers.LabelMap`).
+    regions : Regions or None
+        Labelled proposals, (n, rows, cols) bool masks with labels and scores.
+    keypoints : Keypoints or None
+        (n, 2) float32 (x, y) photo-pixel points with labels, scores and (m, 2) match pairs.
+    scores_table : ScoresTable or None
+        Named scores (species with probabilities), best first.
     """
 
     heatmap: Heatmap
     suggested_threshold: float | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    heatmaps: dict[str, Heatmap] = field(default_factory=dict)
+    label_map: LabelMap | None = None
+    regions: Regions | None = None
+    keypoints: Keypoints | None = None
+    scores_table: ScoresTable | None = None
+
+    def layers(self) -> ResultLayers:
+        """The typed layers alone (what the store saves beside the heatmap)."""
+        return ResultLayers(dict(self.heatmaps), self.label_map, self.regions, self.keypoints, self.scores_table)

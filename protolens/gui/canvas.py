@@ -86,15 +86,21 @@ class ImageCanvas(pg.GraphicsView):
         self.scene().sigMouseMoved.connect(self._mouse_moved)
 
     # --- photo -----------------------------------------------------------------------------------
-    def set_photo(self, rgb: np.ndarray | None, *, keep_view: bool = False) -> None:
-        """Show a (height, width, 3) uint8 RGB photo (None clears); the heatmap layers are cleared."""
+    def set_photo(self, rgb: np.ndarray | None, *, keep_view: bool = False,
+                  image_size: tuple[int, int] | None = None) -> None:
+        """Show a (rows, cols, 3) uint8 RGB photo (None clears); the heatmap layers are cleared.
+
+        ``image_size`` (height, width) is the photo's real size when ``rgb`` is a shrunk copy of it: the copy is
+        stretched over it, so scene coordinates stay photo pixels.
+        """
         self.set_heatmap(None)
         if rgb is None:
             self.photo_item.clear()
             self.image_size = None
             return
-        new_size = rgb.shape[:2]
+        new_size = tuple(image_size) if image_size is not None else rgb.shape[:2]
         self.photo_item.setImage(rgb, autoLevels=False, levels=None)
+        self.photo_item.setRect(QRectF(0, 0, new_size[1], new_size[0]))
         changed = new_size != self.image_size
         self.image_size = new_size
         if changed or not keep_view:
@@ -180,8 +186,14 @@ class ImageCanvas(pg.GraphicsView):
         self._editing = bool(editing)
         self._apply_threshold()
 
+    def set_mask_suppressed(self, suppressed: bool) -> None:
+        """Hide the threshold mask while another layer stands for it (a segmentation's class overlay)."""
+        self._suppressed = bool(suppressed)
+        self._apply_threshold()
+
     def _apply_threshold(self) -> None:
-        self.mask_item.setVisible(self._mode != "none" and self._display is not None and not self._editing)
+        self.mask_item.setVisible(self._mode != "none" and self._display is not None and not self._editing
+                                  and not getattr(self, "_suppressed", False))
         self.mask_item.set_outline(self._mode == "outline")
         self.mask_item.set_threshold(self._threshold)
 

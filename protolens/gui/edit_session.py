@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QColorDialog, QFileDialog, QInputDialog, QMainWind
 
 from protolens.core.annotation import Annotation, discard_annotation, load_annotation, save_annotation
 from protolens.core.errors import ProtolensError
-from protolens.core.labels import LabelError, Project, load_project, save_project
+from protolens.core.labels import LabelError, LabelSet, Project, load_project, save_project
 from protolens.core.store import result_mask
 from protolens.gui.editor import TOOL_KEYS, TOOLS, Editor
 from protolens.gui.editor_panel import EditorPanel
@@ -28,24 +28,39 @@ from protolens.services.annotations import import_labelmap
 AUTOSAVE_MS = 3000
 
 
-def _threshold_annotation(found: Any, class_id: int) -> Annotation:
+def _threshold_annotation(found: Any, class_id: int, labels: Any) -> tuple[Annotation, Any]:
+    """The annotation to start from: the result's label map (classes matched to ``labels`` by name, new ones
+    added to that copy of the class list) or, without one, its thresholded mask painted as ``class_id``."""
     record = found.finalized_record()
+    if found.layers.label_map is not None:
+        ids = labels.ids_from(found.layers.label_map)
+        return Annotation(ids, {"kind": "label map", "result": record.to_json()}), labels
+    return _mask_annotation(found, class_id, record), labels
+
+
+def _mask_annotation(found: Any, class_id: int, record: Any) -> Annotation:
     probability = found.probability.full_resolution() if found.probability is not None else None
     mask = result_mask(found.heatmap.full_resolution(), record, probability)
     return Annotation.from_mask(mask, class_id, record)
 
 
 class EditSession(QObject):
-    """Owns the editor, its panel and the folder's project; ``window`` is the MainWindow."""
+    """Owns the editor, its panel and the folder's project.
 
-    def __init__(self, window: QMainWindow, history_bytes: int) -> None:
-        super().__init__(window)
-        self.window = window
+    Its dependencies are passed in: the canvas it paints on, the job runner, the result store, the message bar,
+    the view controller (the photo and the result shown) and a parent widget for dialogs.
+    """
+
+    def __init__(self, canvas: Any, jobs: Any, store: Any, messages: Any, controller: Any, dialog_parent: Any,
+                 *, history_bytes: int, autosave_ms: int = AUTOSAVE_MS) -> None:
+        super().__init__(dialog_parent)
+        self.canvas, self.jobs, self.store, self.messages = canvas, jobs, store, messages
+        self.controller, self.dialog_parent = controller, dialog_parent
         self.layer = LabelLayerItem()
         self.layer.setZValue(5)
         self.editor = Editor(self.layer, history_bytes)
         for item in (self.layer, self.editor.preview, self.editor.cursor):
-            window.canvas.view.addItem(item)
+            canvas.view.addItem(item)
         self.panel = EditorPanel()
         self.project = Project()
         self.folder: Path | None = None
@@ -53,11 +68,11 @@ class EditSession(QObject):
         self._dirty = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
-        self._timer.setInterval(int(window.settings.value("autosave_ms", AUTOSAVE_MS)))
+        self._timer.setInterval(autosave_ms)
         self._timer.timeout.connect(lambda: self.save("autosave"))
         self._connect()
-        window.canvas.installEventFilter(self)
-        window.canvas.viewport().installEventFilter(self)
+        canvas.installEventFilter(self)
+        canvas.viewport().installEventFilter(self)
 
     def _connect(self) -> None:
         p, e = self.panel, self.editor
@@ -80,7 +95,7 @@ class EditSession(QObject):
         e.edited.connect(self._edited)
         e.history_changed.connect(lambda: p.show_history(e.history.labels, e.history.redo_labels))
 
-    def add_actions(self, menu: Any) -> None:
+    def add_actions(self, menu: Any, window: QMainWindow) -> None:
         """Tool keys (B, E, F, P, L), [ and ], undo/redo and Enter (close polygon) in ``menu``."""
         actions = [(f"{t.capitalize()} tool", lambda _=False, t=t: self.set_tool(t), TOOL_KEYS[t]) for t in TOOLS]
         actions += [("Smaller brush", lambda: self._resize(1 / 1.25), "["),
@@ -89,20 +104,20 @@ class EditSession(QObject):
                     ("Redo", self.editor.redo, "Ctrl+Shift+Z"),
                     ("Close polygon", self.editor.close_polygon, "Return")]
         for text, slot, key in actions:
-            action = QAction(text, self.window)
+            action = QAction(text, window)
             action.setShortcut(QKeySequence(key))
             action.triggered.connect(slot)
             menu.addAction(action)
-            self.window.addAction(action)
+            window.addAction(action)
 
     # --- folder and photo ------------------------------------------------------------------------
     def folder_opened(self, folder: Path) -> None:
         self.folder = folder
         try:
-            self.project = load_project(self.window.store.project_folder(folder))
+            self.project = load_project(self.store.project_folder(folder))
         except LabelError as exc:
             self.project = Project()
-            self.window.messages.error(f"{exc}; using default classes until it is fixed (the file is kept)")
+            self.messages.error(f"{exc}; using default classes until it is fixed (the file is kept)")
         self.editor.set_labels(self.project.labels)
         self._show_labels()
         self.panel.scale.setValue(self.project.px_per_cm or 0.0)
@@ -111,7 +126,7 @@ class EditSession(QObject):
         """Save the current photo's edits (state "saved") before another photo is shown."""
         self.save("saved")
         self.editor.set_annotation(None)
-        self.window.canvas.set_editing(False)
+        self.canvas.set_editing(False)
         self.layer.tool_active = False
         self.meta = None
         self.panel.status.setText("not editing")
@@ -120,22 +135,22 @@ class EditSession(QObject):
         """Load the photo's annotation, if it has one, off the UI thread."""
         meta = image.meta
         self.meta = meta
-        self.window.jobs.submit(load_annotation, self.window.store, meta, kind="annotation", lane="store",
+        self.jobs.submit(load_annotation, self.store, meta, kind="annotation", lane="store",
                                 on_result=lambda annotation: self._loaded(meta, annotation),
-                                on_error=lambda exc: self.window.messages.error(f"edited mask not loaded: {exc}"))
+                                on_error=lambda exc: self.messages.error(f"edited mask not loaded: {exc}"))
 
     def _loaded(self, meta: Any, annotation: Annotation | None) -> None:
         if meta is not self.meta or annotation is None:
             return
         self._begin(annotation)
         if annotation.state == "autosave":
-            self.window.messages.show_message(
+            self.messages.show_message(
                 f"Restored the edits of {meta.path.name} autosaved at {annotation.saved} "
                 "(protolens did not close normally).", "warning")
 
     def _begin(self, annotation: Annotation) -> None:
         self.editor.set_annotation(annotation)
-        self.window.canvas.set_editing(True)
+        self.canvas.set_editing(True)
         self.layer.tool_active = True
         self._dirty = False
         kind = annotation.source.get("kind", "empty")
@@ -143,42 +158,51 @@ class EditSession(QObject):
 
     # --- starting, importing, discarding ---------------------------------------------------------
     def start(self, kind: str) -> None:
-        """Start editing the current photo from the thresholded mask or an empty map."""
-        image = self.window.image
+        """Start editing the current photo from the result (its label map, else its thresholded mask) or empty."""
+        image = self.controller.image
         if image is None:
             return
         if kind == "threshold":
-            found = self.window.result
+            found = self.controller.result
             if found is None:
-                self.window.messages.show_message("No mask to start from: run a backend first.", "warning")
+                self.messages.show_message("No mask to start from: run a backend first.", "warning")
                 return
             snapshot = dataclasses.replace(found, record=dataclasses.replace(found.record))
-            self.window.jobs.submit(_threshold_annotation, snapshot, self.editor.class_id, kind="annotation",
-                                    on_result=lambda a: self._started(image, a),
-                                    on_error=lambda exc: self.window.messages.error(str(exc)))
+            labels = LabelSet.from_json(self.project.labels.to_json())
+            self.jobs.submit(_threshold_annotation, snapshot, self.editor.class_id, labels, kind="annotation",
+                             on_result=lambda result: self._started_from_result(image, *result),
+                             on_error=lambda exc: self.messages.error(str(exc)))
         else:
             self._started(image, Annotation.empty(image.meta.height, image.meta.width))
 
+    def _started_from_result(self, image: Any, annotation: Annotation, labels: Any) -> None:
+        if image is not self.controller.image:
+            return
+        if len(labels.classes) != len(self.project.labels.classes):  # the label map brought new classes
+            self.project.labels = labels
+            self._labels_changed()
+        self._started(image, annotation)
+
     def _started(self, image: Any, annotation: Annotation) -> None:
-        if image is not self.window.image:
+        if image is not self.controller.image:
             return
         self._begin(annotation)
         self._edited()
 
     def import_file(self, path: str | None = None) -> None:
         """Import a PNG label map, COCO JSON or labelme JSON for the current photo."""
-        image = self.window.image
+        image = self.controller.image
         if image is None:
             return
         if not path:
-            path, _ = QFileDialog.getOpenFileName(self.window, "Import a mask", "",
+            path, _ = QFileDialog.getOpenFileName(self.dialog_parent, "Import a mask", "",
                                                   "Masks (*.png *.json *.geojson);;All files (*)")
             if not path:
                 return
         labels = self.project.labels
-        self.window.jobs.submit(import_labelmap, Path(path), image.meta, labels, kind="import",
+        self.jobs.submit(import_labelmap, Path(path), image.meta, labels, kind="import",
                                 on_result=lambda result: self._imported(image, result),
-                                on_error=lambda exc: self.window.messages.error(f"import failed: {exc}"))
+                                on_error=lambda exc: self.messages.error(f"import failed: {exc}"))
 
     def _imported(self, image: Any, result: tuple[Any, dict[str, Any]]) -> None:
         labelmap, source = result
@@ -194,10 +218,10 @@ class EditSession(QObject):
         self._timer.stop()
         self._dirty = False
         self.editor.set_annotation(None)
-        self.window.canvas.set_editing(False)
+        self.canvas.set_editing(False)
         self.layer.tool_active = False
         self.panel.status.setText("not editing (edits discarded)")
-        self.window.jobs.submit(discard_annotation, self.window.store, meta, kind="save", lane="store")
+        self.jobs.submit(discard_annotation, self.store, meta, kind="save", lane="store")
 
     # --- saving ----------------------------------------------------------------------------------
     def _edited(self) -> None:
@@ -217,7 +241,7 @@ class EditSession(QObject):
             return
         self._dirty = False
         snapshot = dataclasses.replace(annotation, labels=annotation.labels.copy(), source=dict(annotation.source))
-        self.window.jobs.submit(save_annotation, self.window.store, meta, snapshot, state=state, kind="save",
+        self.jobs.submit(save_annotation, self.store, meta, snapshot, state=state, kind="save",
                                 lane="store", on_result=lambda _path: self._saved(annotation, state),
                                 on_error=lambda exc: self._save_failed(exc))
         annotation.state = state
@@ -228,7 +252,7 @@ class EditSession(QObject):
 
     def _save_failed(self, exc: BaseException) -> None:
         self._dirty = True
-        self.window.messages.error(f"edits not saved: {exc}; they stay in memory, saving is retried")
+        self.messages.error(f"edits not saved: {exc}; they stay in memory, saving is retried")
         self._timer.start()
 
     # --- classes, tools, display -----------------------------------------------------------------
@@ -239,9 +263,9 @@ class EditSession(QObject):
         if self.folder is None:
             return
         try:
-            save_project(self.window.store.project_folder(self.folder), self.project)
+            save_project(self.store.project_folder(self.folder), self.project)
         except ProtolensError as exc:
-            self.window.messages.error(f"classes not saved: {exc}")
+            self.messages.error(f"classes not saved: {exc}")
 
     def _labels_changed(self) -> None:
         self.editor.set_labels(self.project.labels)
@@ -249,30 +273,30 @@ class EditSession(QObject):
         self._save_project()
 
     def add_class(self) -> None:
-        name, ok = QInputDialog.getText(self.window, "New class", "Name (a species name is fine):")
+        name, ok = QInputDialog.getText(self.dialog_parent, "New class", "Name (a species name is fine):")
         if ok and name.strip():
             try:
                 label = self.project.labels.add(name)
             except LabelError as exc:
-                self.window.messages.error(str(exc))
+                self.messages.error(str(exc))
                 return
             self.editor.class_id = label.id
             self._labels_changed()
 
     def rename_class(self, class_id: int) -> None:
         label = self.project.labels.by_id(class_id)
-        name, ok = QInputDialog.getText(self.window, "Rename class", "Name:", text=label.name if label else "")
+        name, ok = QInputDialog.getText(self.dialog_parent, "Rename class", "Name:", text=label.name if label else "")
         if ok and name.strip():
             try:
                 self.project.labels.replace(class_id, name=name)
             except LabelError as exc:
-                self.window.messages.error(str(exc))
+                self.messages.error(str(exc))
                 return
             self._labels_changed()
 
     def recolor_class(self, class_id: int) -> None:
         label = self.project.labels.by_id(class_id)
-        color = QColorDialog.getColor(QColor(*label.color) if label else QColor(), self.window, "Class colour")
+        color = QColorDialog.getColor(QColor(*label.color) if label else QColor(), self.dialog_parent, "Class colour")
         if color.isValid():
             self.project.labels.replace(class_id, color=(color.red(), color.green(), color.blue()))
             self._labels_changed()
@@ -280,7 +304,7 @@ class EditSession(QObject):
     def remove_class(self, class_id: int) -> None:
         """Remove a class from the project; pixels of it in the current photo become background (undoable)."""
         if len(self.project.labels.classes) <= 1:
-            self.window.messages.show_message("A project keeps at least one class.", "warning")
+            self.messages.show_message("A project keeps at least one class.", "warning")
             return
         annotation = self.editor.annotation
         if annotation is not None:

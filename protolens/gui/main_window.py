@@ -1,41 +1,48 @@
-"""The main window: folder browsing, heatmaps over photos, live threshold, run/cancel, export.
+"""The main window: composes the panels and the views over one :class:`PhotoController`.
 
-Nothing slow runs on the UI thread: decoding, result look-ups, model runs, saving and exporting are
-jobs on the thread pool (``JobRunner``); their results come back as signals. A threshold change only
-swaps the canvas's lookup table and (debounced) saves the threshold to the photo's result store.
+The main view shows the controller's result over the photo (titled with backend, weights and key parameters,
+or "no result"); View ▸ Compare (Ctrl+K) swaps in a grid of synchronised panes over the same photo. The
+controller owns the per-photo state and flow; this window only wires widgets to it. Nothing slow runs on
+the UI thread.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QScrollArea,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
-from protolens.core.errors import BackendUnavailableError, Cancelled, ProtolensError
+from protolens.core.errors import BackendUnavailableError
 from protolens.core.imageio import is_image_path, list_images
-from protolens.core.jobs import CancelToken, Progress
 from protolens.core.store import ResultStore
-from protolens.core.thresholds import MassThresholder
 from protolens.gui.backend_panel import BackendPanel
 from protolens.gui.canvas import ImageCanvas
+from protolens.gui.controller import PhotoController
 from protolens.gui.display_panel import DisplayPanel
 from protolens.gui.edit_session import EditSession
 from protolens.gui.export_dialog import ExportDialog
-from protolens.gui.image_loader import ImageLoader
+from protolens.gui.layer_overlay import LayerOverlay
 from protolens.gui.message_bar import MessageBar
+from protolens.gui.results_panel import ResultsPanel
 from protolens.gui.settings import add_recent_folder, open_settings, recent_folders
 from protolens.gui.thumbnails import ThumbnailStrip
-from protolens.gui.workers import Job, JobRunner
+from protolens.gui.workers import JobRunner
 from protolens.models.registry import Registry
 from protolens.services.annotations import export_masks
-from protolens.services.results import FoundResult, find_result, mass_thresholder
-from protolens.services.segment import LoadedImage, Segmenter, SegmentOutcome
-
-SAVE_DELAY_MS = 1500
+from protolens.services.results import FoundResult
+from protolens.services.segment import Segmenter
 
 
 class MainWindow(QMainWindow):
@@ -49,44 +56,77 @@ class MainWindow(QMainWindow):
         self.registry = registry or Registry.discover()
         self.segmenter = segmenter or Segmenter(self.registry)
         self.store = store or ResultStore.from_environment()
-        self.allow_random_weights = allow_random_weights
         self.jobs = JobRunner(self)
-        self.loader = ImageLoader(self.jobs)
-        self.paths: list[Path] = []
+        self.controller = PhotoController(self.registry, self.segmenter, self.store, self.jobs,
+                                          allow_random_weights=allow_random_weights, parent=self)
         self.folder: Path | None = None
-        self.index = -1
-        self.image: LoadedImage | None = None
-        self.result: FoundResult | None = None
-        self.run_job: Job | None = None
         self._params: dict[str, dict[str, Any]] = {}
-        self._dirty = False
-        self._mass: tuple[FoundResult, MassThresholder] | None = None
+        self.compare: Any = None
         self._build_widgets()
         self._build_menus()
         self._connect()
         self._restore_settings()
 
+    # --- the controller's state, for callers and tests ---------------------------------------------
+    @property
+    def image(self) -> Any:
+        return self.controller.image
+
+    @property
+    def result(self) -> FoundResult | None:
+        return self.controller.result
+
+    @property
+    def index(self) -> int:
+        return self.controller.index
+
+    @property
+    def paths(self) -> list[Path]:
+        return self.controller.paths
+
+    @property
+    def run_job(self) -> Any:
+        return self.controller.run_job
+
+    @property
+    def _mass(self) -> Any:
+        return self.controller._mass
+
     # --- construction ----------------------------------------------------------------------------
     def _build_widgets(self) -> None:
         self.messages = MessageBar()
         self.canvas = ImageCanvas()
+        self.canvas_title = QLabel("no photo")
+        self.canvas_title.setObjectName("canvas_title")
+        self.canvas_title.setStyleSheet("padding:3px 6px;background:#252525;color:#ddd;")
+        self.layers = LayerOverlay(self.canvas)
         self.thumbs = ThumbnailStrip(self.jobs)
+        main_view = QWidget()
+        main_layout = QVBoxLayout(main_view)
+        main_layout.setContentsMargins(0, 0, 0, 0)
+        main_layout.setSpacing(0)
+        main_layout.addWidget(self.canvas_title)
+        main_layout.addWidget(self.canvas, 1)
+        self.views = QStackedWidget()
+        self.views.addWidget(main_view)
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
         layout.addWidget(self.messages)
-        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.views, 1)
         layout.addWidget(self.thumbs)
         self.setCentralWidget(central)
         self.backend_panel = BackendPanel()
         self.display_panel = DisplayPanel()
+        self.results_panel = ResultsPanel()
+        self.edit = EditSession(self.canvas, self.jobs, self.store, self.messages, self.controller, self,
+                                history_bytes=int(self.settings.value("history_mb", 256)) * 1024**2,
+                                autosave_ms=int(self.settings.value("autosave_ms", 3000)))
         side = QWidget()
         side_layout = QVBoxLayout(side)
-        self.edit = EditSession(self, int(self.settings.value("history_mb", 256)) * 1024**2)
-        side_layout.addWidget(self.backend_panel)
-        side_layout.addWidget(self.display_panel)
-        side_layout.addWidget(self.edit.panel)
+        for panel in (self.backend_panel, self.display_panel, self.results_panel, self.edit.panel):
+            side_layout.addWidget(panel)
         side_layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -104,10 +144,6 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.cursor_label)
         for label in (self.jobs_label, self.device_label):
             self.statusBar().addPermanentWidget(label)
-        self._save_timer = QTimer(self)
-        self._save_timer.setSingleShot(True)
-        self._save_timer.setInterval(SAVE_DELAY_MS)
-        self._save_timer.timeout.connect(self.save_to_store)
         self._device_timer = QTimer(self)
         self._device_timer.setInterval(1000)
         self._device_timer.timeout.connect(self._refresh_devices)
@@ -138,27 +174,40 @@ class MainWindow(QMainWindow):
         self._action(model, "Cancel", self.cancel_run, "Esc")
         self._action(model, "Download weights…", self.open_weights_dialog)
         edit = bar.addMenu("&Edit")
-        self.edit.add_actions(edit)
+        self.edit.add_actions(edit, self)
         self._action(edit, "Export masks…", self.export_masks, "Ctrl+Shift+E")
         view = bar.addMenu("&View")
+        self.compare_action = self._action(view, "Compare", self.toggle_compare, "Ctrl+K")
+        self.compare_action.setCheckable(True)
         self._action(view, "Fit photo", self.canvas.fit, "0")
         self._action(view, "Toggle heatmap", lambda: self.display_panel.show_heatmap.toggle(), "H")
 
     def _connect(self) -> None:
+        c, bp, dp, rp = self.controller, self.backend_panel, self.display_panel, self.results_panel
         self.thumbs.photo_selected.connect(self.show_index)
-        self.loader.loaded.connect(self._image_loaded)
-        self.loader.failed.connect(self._image_failed)
         self.jobs.counts_changed.connect(self._jobs_changed)
         self.canvas.hovered.connect(self._hovered)
-        bp, dp = self.backend_panel, self.display_panel
+        c.photo_loading.connect(self._photo_loading)
+        c.photo_changed.connect(self._photo_changed)
+        c.photo_failed.connect(self._photo_failed)
+        c.result_changed.connect(self._result_changed)
+        c.results_listed.connect(rp.show_entries)
+        c.value_threshold_changed.connect(self.canvas.set_threshold)
+        c.run_progress.connect(bp.set_progress)
+        c.run_state.connect(bp.set_running)
+        c.run_state.connect(lambda running: self._refresh_devices() if not running else None)
+        c.backend_unavailable.connect(bp.mark_unavailable)
+        c.message.connect(self.messages.show_message)
         bp.backend_changed.connect(self._backend_changed)
         bp.params_changed.connect(self._params_changed)
         bp.weights_changed.connect(lambda _path: self._inputs_changed())
         bp.run_requested.connect(self.run_current)
         bp.cancel_requested.connect(self.cancel_run)
         bp.download_requested.connect(self.open_weights_dialog)
-        dp.threshold_changed.connect(self._threshold_changed)
-        dp.semantics_changed.connect(self._semantics_changed)
+        bp.auto_run.toggled.connect(lambda on: setattr(c, "auto_run", bool(on)))
+        dp.auto_threshold.toggled.connect(lambda on: setattr(c, "auto_threshold", bool(on)))
+        dp.threshold_changed.connect(c.set_threshold)
+        dp.semantics_changed.connect(lambda s: dp.set_threshold(c.set_semantics(s)))
         dp.probability_changed.connect(self._probability_changed)
         dp.windows_toggled.connect(self.canvas.set_windows_visible)
         dp.opacity_changed.connect(self.canvas.set_heatmap_opacity)
@@ -167,6 +216,10 @@ class MainWindow(QMainWindow):
         dp.heatmap_toggled.connect(self.canvas.set_heatmap_visible)
         dp.stretch_toggled.connect(self.canvas.set_contrast_stretch)
         dp.export_requested.connect(self.export_current)
+        rp.show_requested.connect(c.show_key)
+        rp.delete_requested.connect(c.delete_key)
+        rp.layer_changed.connect(self._layer_changed)
+        rp.overlays_changed.connect(self.layers.set_visible)
         self.edit.panel.export_requested.connect(self.export_masks)
 
     def _restore_settings(self) -> None:
@@ -174,6 +227,8 @@ class MainWindow(QMainWindow):
         backend = str(s.value("backend", "vegetation-index"))
         self.backend_panel.set_entries(self.registry.entries(), backend)
         self.backend_panel.auto_run.setChecked(s.value("auto_run", True, type=bool))
+        self.controller.auto_run = self.backend_panel.auto_run.isChecked()
+        self.controller.auto_threshold = self.display_panel.auto_threshold.isChecked()
         self.display_panel.colormap.setCurrentText(str(s.value("colormap", "inferno")))
         self.display_panel.opacity.setValue(float(s.value("opacity", 0.5)))
         self.display_panel.overlay.setCurrentText(str(s.value("overlay", "fill")))
@@ -211,7 +266,6 @@ class MainWindow(QMainWindow):
         if wanted is not None and not is_image_path(wanted):
             self.messages.error(f"{wanted}: not a supported image file")
         self.edit.photo_leaving()
-        self.paths = paths
         self.folder = folder
         self.edit.folder_opened(folder)
         self.thumbs.set_paths(paths)
@@ -220,24 +274,15 @@ class MainWindow(QMainWindow):
         self._refresh_recent()
         self.setWindowTitle(f"protolens — {folder}")
         if not paths:
-            self.messages.show_message(f"{folder} holds no JPEG, PNG, TIFF, BMP or WebP photos.", "warning")
+            self.messages.show_message(f"{folder} holds no JPEG, PNG, TIFF, BMP, WebP or GIF photos.", "warning")
             self.canvas.set_photo(None)
-            return
-        self.show_index(paths.index(wanted) if wanted in paths else 0)
+        self.controller.set_paths(paths, paths.index(wanted) if wanted in paths else 0)
 
     def show_index(self, index: int) -> None:
         """Show photo ``index`` of the folder (decoded off the UI thread; neighbours prefetched)."""
-        if not self.paths or not 0 <= index < len(self.paths):
-            return
-        self.save_to_store()
-        if index != self.index:
+        if index != self.controller.index:
             self.edit.photo_leaving()
-        self.index = index
-        path = self.paths[index]
-        self.thumbs.select(index)
-        self.image_label.setText(f"{index + 1}/{len(self.paths)}  {path.name}  (loading…)")
-        self.loader.request(path)
-        self.loader.prefetch([self.paths[i] for i in (index + 1, index - 1) if 0 <= i < len(self.paths)])
+        self.controller.show_index(index)
 
     def next_image(self) -> None:
         self.show_index(min(self.index + 1, len(self.paths) - 1))
@@ -246,84 +291,64 @@ class MainWindow(QMainWindow):
         self.show_index(max(self.index - 1, 0))
 
     def current_path(self) -> Path | None:
-        return self.paths[self.index] if 0 <= self.index < len(self.paths) else None
+        return self.controller.current_path()
 
-    def _image_loaded(self, image: LoadedImage) -> None:
-        if image.meta.path != self.current_path():
+    def _photo_loading(self, index: int, count: int, path: Path) -> None:
+        self.thumbs.select(index)
+        self.image_label.setText(f"{index + 1}/{count}  {path.name}  (loading…)")
+
+    def _photo_changed(self, image: Any) -> None:
+        if image is None:
+            self.canvas.set_photo(None)
+            self._result_changed(None)
             return
-        self.image, self.result = image, None
         self.canvas.set_photo(image.rgb, keep_view=True)
         meta = image.meta
         self.image_label.setText(f"{self.index + 1}/{len(self.paths)}  {meta.path.name}  {meta.width}×{meta.height}")
-        self._look_up_result()
         self.edit.photo_shown(image)
 
-    def _image_failed(self, path: Path, message: str) -> None:
-        if path != self.current_path():
-            return
-        self.image, self.result = None, None
+    def _photo_failed(self, path: Path, message: str) -> None:
         self.canvas.set_photo(None)
         self.image_label.setText(f"{self.index + 1}/{len(self.paths)}  {path.name}  (unreadable)")
         self.messages.error(message)
 
     # --- results ---------------------------------------------------------------------------------
-    def _inputs(self) -> tuple[str, dict[str, Any], str | None]:
-        backend = self.backend_panel.current_id()
-        return backend, self.backend_panel.form.values(), self.backend_panel.weights_path() or None
-
-    def _look_up_result(self, any_backend: bool | None = None) -> None:
-        """Show the photo's result for the current inputs (cache, else store); run if none and auto-run is on.
-
-        A stored result of another backend is shown only when auto-run is off and the inputs did not just change.
-        """
-        image = self.image
-        if image is None:
+    def _result_changed(self, found: FoundResult | None) -> None:
+        """Show ``found`` over the photo, titled; or clear the heatmap and say there is no result."""
+        self.results_panel.show_result(found)
+        self.layers.show(found)
+        # The manifest's kind decides the view: a segmentation's class overlay stands for the threshold mask;
+        # heatmaps and explanations keep the mask (explanations add their keypoints and scores table).
+        self.canvas.set_mask_suppressed(found is not None and found.record.kind == "segmentation"
+                                        and found.layers.label_map is not None)
+        if found is None:
+            self.canvas.set_heatmap(None)
+            backend = self.backend_panel.current_id()
+            self.canvas_title.setText(f"no result of {backend} for this photo yet" if self.image is not None
+                                      else "no photo")
             return
-        backend, params, weights = self._inputs()
-        if any_backend is None:
-            any_backend = not self.backend_panel.auto_run.isChecked()
-        self.jobs.submit(find_result, self.segmenter, self.store, image, backend, params, weights,
-                         any_backend=any_backend, kind="lookup",
-                         lane="store",
-                         on_result=lambda found: self._found(image, found),
-                         on_error=lambda exc: self.messages.error(str(exc)))
-
-    def _found(self, image: LoadedImage, found: FoundResult | None) -> None:
-        if image is not self.image:
-            return
-        if found is not None:
-            self._show_result(found)
-        elif self.backend_panel.auto_run.isChecked():
-            self.run_current()
-        else:
-            self.backend_panel.status.setText("no result for this photo yet: press Run (Ctrl+R)")
-
-    def _show_result(self, found: FoundResult) -> None:
-        self.result, self._mass = found, None
-        probability = found.probability.values if found.probability is not None else None
-        self.canvas.set_heatmap(found.heatmap.values, probability)
-        self.canvas.set_windows(found.windows)
-        dp = self.display_panel
+        self._show_map(found, self.results_panel.current_layer())
         record = found.record
-        dp.set_probability_available(probability is not None)
-        if probability is not None:
-            if record.probability_threshold is None:
-                record.probability_threshold = dp.probability.value()
+        where = {"store": "saved", "cache": "cached", "computed": "computed"}[found.source]
+        self.canvas_title.setText(f"{record.title()}  ·  key {found.key}  ·  {where}")
+        dp = self.display_panel
+        dp.set_probability_available(found.probability is not None)
+        if record.probability_threshold is not None and found.probability is not None:
             dp.show_probability_threshold(record.probability_threshold)
             self.canvas.set_probability_threshold(record.probability_threshold)
-        if found.suggested_threshold is None:
-            pass  # a threshold the user saved: keep it and its semantics
-        elif dp.auto_threshold.isChecked() and dp.semantics_value() == "value":
-            record.threshold, record.threshold_semantics = float(found.suggested_threshold), "value"
-        else:
-            record.threshold, record.threshold_semantics = dp.threshold_value(), dp.semantics_value()
         dp.show_threshold(record.threshold, record.threshold_semantics)
-        self._apply_threshold()
-        where = {"store": "saved result", "cache": "cached result", "computed": "computed"}[found.source]
-        self.backend_panel.status.setText(f"{where}: {record.backend_id} {record.params}")
-        self._dirty = found.source != "store"
-        if self._dirty:
-            self._save_timer.start()
+        self.backend_panel.status.setText(f"{where} result: {record.backend_id} {record.params}")
+
+    def _show_map(self, found: FoundResult, layer: str) -> None:
+        heatmap = found.layers.heatmaps.get(layer, found.heatmap) if layer else found.heatmap
+        probability = found.probability.values if found.probability is not None and heatmap is found.heatmap else None
+        self.canvas.set_heatmap(heatmap.values, probability)
+        self.canvas.set_windows(found.windows)
+        self.controller.apply_threshold()
+
+    def _layer_changed(self, layer: str) -> None:
+        if self.result is not None:
+            self._show_map(self.result, layer)
 
     def _backend_changed(self, backend_id: str) -> None:
         try:
@@ -340,117 +365,33 @@ class MainWindow(QMainWindow):
         self._inputs_changed()
 
     def _inputs_changed(self) -> None:
-        if self.image is not None:
-            self._look_up_result(any_backend=False)
+        bp = self.backend_panel
+        self.controller.set_inputs(bp.current_id(), bp.form.values(), bp.weights_path() or None)
 
     def run_current(self) -> None:
         """Run the selected backend on the current photo (cancelling a run in progress)."""
-        image = self.image
-        if image is None:
-            return
-        self.cancel_run()
-        backend, params, weights = self._inputs()
-        token = CancelToken()
-        self.backend_panel.set_running(True)
-        self.backend_panel.set_progress(0.0, f"running {backend}…")
-        self.run_job = self.jobs.submit(
-            self.segmenter.run, image, backend, params, weights_path=weights, cancel=token, token=token,
-            allow_random_weights=self.allow_random_weights, kind="run",
-            on_progress=lambda report: self._progress(report, token),
-            on_result=lambda outcome: self._run_done(image, outcome), on_error=self._run_failed,
-            on_finished=lambda: self._run_finished(token))
+        self._inputs_changed_silently()
+        self.controller.run()
+
+    def _inputs_changed_silently(self) -> None:
+        bp = self.backend_panel
+        self.controller.set_inputs(bp.current_id(), bp.form.values(), bp.weights_path() or None, look_up=False)
 
     def cancel_run(self) -> None:
         self.edit.editor.cancel_path()
-        if self.run_job is not None and not self.run_job.done:
-            self.run_job.cancel()
-            self.backend_panel.set_progress(0.0, "cancelled")
-
-    def _is_live(self, token: CancelToken) -> bool:
-        return self.run_job is not None and self.run_job.token is token and not token.is_set
-
-    def _progress(self, report: Progress, token: CancelToken) -> None:
-        if self._is_live(token):
-            self.backend_panel.set_progress(report.fraction, report.text)
+        self.controller.cancel()
 
     def _refresh_devices(self) -> None:
         """Devices of the model pool with their running and queued jobs (the pool exists once a model ran)."""
         self.device_label.setText(f"devices: {self.segmenter.device_description()}")
 
-    def _run_done(self, image: LoadedImage, outcome: SegmentOutcome) -> None:
-        self._refresh_devices()
-        if self.segmenter.pool_status() and self.segmenter.pool().warnings:
-            self.messages.show_message(self.segmenter.pool().warnings.pop(), "warning")
-        if image is self.image:
-            self._show_result(FoundResult.from_outcome(outcome))
-            self.backend_panel.set_progress(1.0, f"done in {outcome.seconds:.2f} s"
-                                            + (" (from cache)" if outcome.from_cache else ""))
-
-    def _run_failed(self, exc: BaseException) -> None:
-        if isinstance(exc, Cancelled):
-            self.backend_panel.set_progress(0.0, "cancelled")
-            return
-        if isinstance(exc, BackendUnavailableError):
-            self.backend_panel.mark_unavailable(self.backend_panel.current_id(), str(exc))
-        self.backend_panel.set_progress(0.0, "failed")
-        self.messages.error(str(exc) if isinstance(exc, ProtolensError) else f"{type(exc).__name__}: {exc}")
-
-    def _run_finished(self, token: CancelToken) -> None:
-        if self.run_job is not None and self.run_job.token is token:
-            self.backend_panel.set_running(False)
-            if token.is_set:
-                self.backend_panel.set_progress(0.0, "cancelled")
-
-    # --- threshold, saving, export ---------------------------------------------------------------
-    def _threshold_changed(self, value: float) -> None:
-        if self.result is not None:
-            self.result.record.threshold = float(value)
-            self._dirty = True
-            self._save_timer.start()
-        self._apply_threshold()
-
-    def _apply_threshold(self) -> None:
-        """Draw the mask for the slider's threshold in the active semantics (mass -> equivalent value)."""
-        value = self.display_panel.threshold_value()
-        if self.display_panel.semantics_value() == "value" or self.result is None:
-            self.canvas.set_threshold(value)
-        elif self._mass is not None and self._mass[0] is self.result:
-            self.canvas.set_threshold(self._mass[1].value_threshold(value))
-        else:
-            found = self.result
-            self.jobs.submit(mass_thresholder, found, kind="mass",
-                             on_result=lambda thresholder: self._mass_ready(found, thresholder))
-
-    def _mass_ready(self, found: FoundResult, thresholder: MassThresholder) -> None:
-        if found is self.result:
-            self._mass = (found, thresholder)
-            self._apply_threshold()
-
-    def _semantics_changed(self, semantics: str) -> None:
-        """Switch between thresholds by value and by attention mass (DINO's 60 % is the mass default)."""
-        dp = self.display_panel
-        if self.result is not None:
-            self.result.record.threshold_semantics = semantics
-        default = 0.6 if semantics == "mass" else (self.result.suggested_threshold if self.result is not None
-                                                    and self.result.suggested_threshold is not None else 0.5)
-        dp.set_threshold(default)
-
     def _probability_changed(self, value: float) -> None:
         self.canvas.set_probability_threshold(value)
-        if self.result is not None and self.result.probability is not None:
-            self.result.record.probability_threshold = float(value)
-            self._dirty = True
-            self._save_timer.start()
+        self.controller.set_probability_threshold(value)
 
     def save_to_store(self) -> None:
         """Save the shown result (heatmap, mask at the current threshold, provenance) to the photo's store."""
-        self._save_timer.stop()
-        if not self._dirty or self.result is None or self.image is None:
-            return
-        self._dirty = False
-        snapshot = dataclasses.replace(self.result, record=dataclasses.replace(self.result.record))
-        self.jobs.submit(snapshot.save, self.store, self.image.meta, kind="save", lane="store",
-                         on_error=lambda exc: self.messages.error(f"not saved: {exc}"))
+        self.controller.save()
 
     def export_current(self, out_dir: str | Path | None = None) -> None:
         """Export mask PNG, heatmap .npy and provenance JSON of the shown result into a chosen folder."""
@@ -463,20 +404,32 @@ class MainWindow(QMainWindow):
             if not out_dir:
                 return
         self.settings.setValue("export_folder", str(out_dir))
-        snapshot = dataclasses.replace(self.result, record=dataclasses.replace(self.result.record))
-        self.jobs.submit(snapshot.export, out_dir, self.image.meta, kind="export",
-                         on_result=lambda paths: self.messages.info(
-                             f"exported {', '.join(p.name for p in paths)} to {out_dir}"),
-                         on_error=lambda exc: self.messages.error(f"export failed: {exc}"))
+        self.controller.export(out_dir)
+
+    # --- compare ---------------------------------------------------------------------------------
+    def toggle_compare(self, checked: bool | None = None) -> None:
+        """Show the Compare grid instead of the main view (View ▸ Compare, Ctrl+K), or go back."""
+        if self.compare is None:
+            from protolens.gui.compare_view import CompareView
+
+            self.compare = CompareView(self.controller, self.jobs, self.settings)
+            self.views.addWidget(self.compare)
+        show = self.views.currentWidget() is not self.compare if checked is None else bool(checked)
+        self.views.setCurrentWidget(self.compare if show else self.views.widget(0))
+        self.compare_action.setChecked(show)
+        if show:
+            self.compare.activate()
 
     # --- weights, status, closing ----------------------------------------------------------------
     def open_weights_dialog(self) -> None:
         from protolens.gui.weights_dialog import WeightsDialog
         from protolens.services.weights import catalogue
 
-        backend, params, _ = self._inputs()
+        backend, params = self.backend_panel.current_id(), self.backend_panel.form.values()
         specs = [spec for _, spec in catalogue(self.registry)]
-        dialog = WeightsDialog(specs, self.jobs, self, selected=params.get("model"))
+        manifest = self.registry.manifest(backend)
+        selected = params.get(manifest.weights_param) if manifest.weights_param else None
+        dialog = WeightsDialog(specs, self.jobs, self, selected=selected)
         dialog.exec()
         if dialog.downloaded:
             self._inputs_changed()
@@ -490,7 +443,8 @@ class MainWindow(QMainWindow):
 
     def export_masks(self, out_dir: str | None = None, formats: list[str] | None = None,
                      whole_folder: bool = True, coco_encoding: str = "rle") -> None:
-        """Export the store's masks (edited, else thresholded) of this photo or the folder in chosen formats."""
+        """Export the store's masks (edited, else the result's label map or thresholded mask) of this photo or the
+        folder in chosen formats."""
         if formats is None:
             dialog = ExportDialog(str(self.settings.value("mask_export_folder", "")), self)
             if not dialog.exec() or not dialog.out_dir() or not dialog.formats():
@@ -499,6 +453,7 @@ class MainWindow(QMainWindow):
             whole_folder, coco_encoding = dialog.whole_folder(), dialog.coco_encoding()
         self.settings.setValue("mask_export_folder", str(out_dir))
         self.edit.save("saved")
+        self.controller.save()
         paths = self.paths if whole_folder else [p for p in [self.current_path()] if p is not None]
         project = self.edit.project
         self.jobs.submit(export_masks, paths, formats, out_dir, store=self.store, project=project,
@@ -510,7 +465,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         self.edit.save("saved")
-        self.save_to_store()
+        self.controller.save()
         s = self.settings
         s.setValue("geometry", self.saveGeometry())
         s.setValue("auto_run", self.backend_panel.auto_run.isChecked())

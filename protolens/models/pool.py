@@ -3,7 +3,8 @@
 Model jobs are generators taking the device string; the pool runs each on its device's worker thread
 (so a model is only ever used by the thread of its device) and streams the job's progress back to the
 caller. A job that runs out of device memory even with a batch of one is rerun on the CPU, and the
-fallback is reported as progress text and in ``warnings``.
+fallback is reported as progress text and in the caller's ``warnings`` list (warnings travel with the run that
+raised them, never through state shared by all runs).
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ class DevicePool:
         self._running = dict.fromkeys(self.devices, 0)
         self._queued = dict.fromkeys(self.devices, 0)
         self._lock = threading.Lock()
-        self.warnings: list[str] = []
 
     def choose(self, prefer: str | None = None) -> str:
         """``prefer`` if it is in the pool, else the least busy CUDA device, else the CPU."""
@@ -65,11 +65,13 @@ class DevicePool:
             counts = [(d, self._running[d], self._queued[d]) for d in self.devices]
         return [DeviceStatus(d, describe_device(d), running, queued) for d, running, queued in counts]
 
-    def run(self, job: DeviceJob, *, cancel: CancelToken, prefer: str | None = None) -> Generator[Progress, None, Any]:
+    def run(self, job: DeviceJob, *, cancel: CancelToken, prefer: str | None = None,
+            warnings: list[str] | None = None) -> Generator[Progress, None, Any]:
         """Run ``job(device)`` on a device worker, yielding its progress here; return its result.
 
-        Falls back to the CPU once if the device runs out of memory with a batch of one. Closing this
-        generator (a cancelled caller) cancels the job.
+        Falls back to the CPU once if the device runs out of memory with a batch of one, and appends a message
+        saying so to ``warnings`` (the caller's list, e.g. the run's outcome). Closing this generator (a
+        cancelled caller) cancels the job.
         """
         device = self.choose(prefer)
         try:
@@ -78,7 +80,8 @@ class DevicePool:
             if device == "cpu" or "cpu" not in self._executors:
                 raise
             message = f"{exc}; running this job on the CPU instead"
-            self.warnings.append(message)
+            if warnings is not None:
+                warnings.append(message)
             yield Progress(0.0, message)
             return (yield from self._run_on("cpu", job, cancel))
 

@@ -82,12 +82,16 @@ def photo_meta(path: Path) -> ImageMeta:
 
 
 def photo_mask(store: ResultStore, path: Path, project: Project) -> PhotoMask | None:
-    """The label map to export for ``path`` (annotation, else thresholded result), or None if it has neither."""
+    """The label map to export for ``path``: the edited annotation, else the current result's label map (classes
+    matched to the project's by name, new ones added), else its thresholded mask; None if it has none."""
     meta = photo_meta(path)
     annotation = load_annotation(store, meta)
     if annotation is not None:
         return PhotoMask(meta, annotation.labels, {"mask": "edited", **annotation.provenance()})
     stored = store.load_result(path, sha256=meta.sha256)
+    if stored is not None and stored.layers.label_map is not None:
+        labels = project.labels.ids_from(stored.layers.label_map)
+        return PhotoMask(meta, labels, {"mask": "label map of the result", "source": stored.record.to_json()})
     if stored is None or stored.mask is None:
         return None
     class_id = project.labels.classes[0].id if project.labels.classes else 1

@@ -8,39 +8,117 @@ from pathlib import Path
 from typing import Any
 
 from protolens.core.errors import ImageReadError, ProtolensError, SidecarError, StoreWriteError
-from protolens.core.imageio import expand_paths
+from protolens.core.imageio import scan_paths
 from protolens.core.jobs import CancelToken, Progress
 from protolens.core.store import ResultStore
 from protolens.services.results import FoundResult
 from protolens.services.segment import Segmenter, SegmentOutcome, drain, load_image
 
+SKIPPED_NAMES_SHOWN = 10
+"""How many skipped files :attr:`BatchSummary.line` names before it says ``and N more``."""
+
 
 @dataclass
 class BatchSummary:
-    """What a batch did: counts, per-file errors (path, one-line message) and written files."""
+    """What a batch did: counts, per-file errors and skipped folder entries (path, one-line reason), written files.
+
+    ``skipped`` holds the entries of the given folders that were not read (see
+    :class:`protolens.core.imageio.ScanResult`: other file types, broken links, sub-folders).
+    """
 
     processed: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def line(self) -> str:
-        """One-line summary, e.g. ``processed 4, failed 1``."""
-        return f"processed {self.processed}, failed {len(self.failed)}"
+        """One-line summary, e.g. ``processed 4, failed 1``; skipped entries are added when there are any.
+
+        ``processed 3, failed 0, skipped 2: a.svg (not a supported image), x.jpg (a folder)``; at most
+        :data:`SKIPPED_NAMES_SHOWN` names are listed, then ``and N more`` (see :func:`skipped_text`).
+        """
+        text = f"processed {self.processed}, failed {len(self.failed)}"
+        return f"{text}, {skipped_text(self.skipped)}" if self.skipped else text
+
+
+def skipped_text(skipped: list[tuple[Path, str]], label: str = "skipped") -> str:
+    """Count and name skipped files: ``skipped 2: a.svg (not a supported image), x.jpg (a folder)``.
+
+    Parameters
+    ----------
+    skipped : list of (Path, str)
+        The skipped entries and their reasons, in the order to list them.
+    label : str
+        The word before the count.
+
+    Returns
+    -------
+    str
+        The label, the count, then up to :data:`SKIPPED_NAMES_SHOWN` file names (without folder) with their
+        reasons in brackets, then ``and N more`` for the rest.
+    """
+    names = [f"{path.name} ({reason})" for path, reason in skipped[:SKIPPED_NAMES_SHOWN]]
+    more = len(skipped) - len(names)
+    if more:
+        names.append(f"and {more} more")
+    return f"{label} {len(skipped)}: {', '.join(names)}"
+
+
+def export_stems(paths: list[Path]) -> dict[Path, str]:
+    """The name stem of each photo's export files (``<stem>.mask.png``, ``<stem>.heatmap.npy``, ``<stem>.json``).
+
+    The rule, so that no photo of a batch overwrites another's files in the one output folder:
+
+    1. the photo's stem (``meadow.jpg`` -> ``meadow``), unless
+    2. two or more photos of the batch share that stem, compared case-insensitively (``photo.bmp`` and
+       ``photo.webp``, or ``Photo.jpg`` and ``photo.png``): then each of them uses its full file name
+       (``photo.bmp`` -> ``photo.bmp``, files ``photo.bmp.mask.png`` ...);
+    3. a name still taken, compared case-insensitively (the same file name in two folders of the batch),
+       gets ``-2``, ``-3``, ... in batch order (``photo.jpg``, ``photo.jpg-2``).
+
+    Parameters
+    ----------
+    paths : list of Path
+        The photos of one batch, in batch order.
+
+    Returns
+    -------
+    dict of Path to str
+        Each path's stem, all distinct case-insensitively (so distinct on case-insensitive file systems too).
+    """
+    counts: dict[str, int] = {}
+    for path in paths:
+        counts[path.stem.lower()] = counts.get(path.stem.lower(), 0) + 1
+    stems: dict[Path, str] = {}
+    taken: set[str] = set()
+    for path in paths:
+        if path in stems:
+            continue
+        stem = path.stem if counts[path.stem.lower()] == 1 else path.name
+        candidate, number = stem, 1
+        while candidate.lower() in taken:
+            number += 1
+            candidate = f"{stem}-{number}"
+        taken.add(candidate.lower())
+        stems[path] = candidate
+    return stems
 
 
 def save_outcome(outcome: SegmentOutcome, threshold: float | None, *, out_dir: str | Path | None,
-                 store: ResultStore, semantics: str = "value", probability_threshold: float | None = None) -> list[Path]:
+                 store: ResultStore, semantics: str = "value", probability_threshold: float | None = None,
+                 stem: str | None = None) -> list[Path]:
     """Write one result: the export files into ``out_dir``, or the per-photo result store if it is None.
 
     ``threshold`` is read with ``semantics`` ("value" or "mass"); None takes the default of
-    :meth:`SegmentOutcome.record`. Returns the written paths. Raises :class:`StoreWriteError` or
-    :class:`SidecarError`.
+    :meth:`SegmentOutcome.record`. ``stem`` names the export files (default the photo's stem; a batch
+    passes :func:`export_stems`); the store ignores it. Returns the written paths. Raises
+    :class:`StoreWriteError` or :class:`SidecarError`.
     """
     found = FoundResult.from_outcome(outcome)
     found.record = outcome.record(threshold, semantics, probability_threshold)
     if out_dir is not None:
-        return found.export(out_dir, outcome.image)
+        return found.export(out_dir, outcome.image, stem=stem)
     return [found.save(store, outcome.image)]
 
 
@@ -57,11 +135,14 @@ def segment_paths(paths: Iterable[str | Path], backend_id: str, params: Mapping[
     Errors tied to one file (unreadable image, corrupt sidecar, write failure) are reported through
     ``on_error`` and counted; errors that would fail every file (unknown backend, bad parameters, missing
     weights) are raised at once. ``threshold`` (read with ``semantics``, "value" or "mass") None uses each
-    result's suggested threshold (value) or 0.6 (mass).
+    result's suggested threshold (value) or 0.6 (mass). With ``out_dir``, files are named by
+    :func:`export_stems`. Folder entries that are not photos are listed in ``summary.skipped``.
     """
-    files = expand_paths(paths)
+    scan = scan_paths(paths)
+    files = scan.images
+    stems = export_stems(files)
     store = store or ResultStore.from_environment()
-    summary = BatchSummary()
+    summary = BatchSummary(skipped=scan.skipped)
     cancel = cancel or CancelToken()
     for index, path in enumerate(files):
         cancel.raise_if_set()
@@ -72,7 +153,7 @@ def segment_paths(paths: Iterable[str | Path], backend_id: str, params: Mapping[
             outcome = drain(segmenter.run(image, backend_id, params, weights_path=weights_path, cancel=cancel,
                                           allow_random_weights=allow_random_weights), on_progress)
             summary.written += save_outcome(outcome, threshold, out_dir=out_dir, store=store, semantics=semantics,
-                                            probability_threshold=probability_threshold)
+                                            probability_threshold=probability_threshold, stem=stems[path])
             summary.processed += 1
         except (ImageReadError, SidecarError, StoreWriteError) as exc:
             summary.failed.append((path, str(exc)))

@@ -1,7 +1,8 @@
 """Run a backend on a photo, with results cached in memory and on disk.
 
-The cache key is (image sha256, backend id + version, weights id + sha256, parameters); a threshold is
-not part of it: thresholds are applied to cached heatmaps and never rerun a model.
+The cache key is the image's sha256 plus the result key (backend id + version, weights sha256, parameters:
+:func:`protolens.core.records.result_key`), the same key the per-photo store keeps the result under. A
+threshold is not part of it: thresholds are applied to cached heatmaps and never rerun a model.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from protolens.core.cache import DiskCache, MemoryCache, default_cache_dir
-from protolens.core.hashing import sha256_file, sha256_json
+from protolens.core.hashing import sha256_file
 from protolens.core.imageio import read_image
 from protolens.core.jobs import CancelToken, Progress
+from protolens.core.layers import ResultLayers
 from protolens.core.params import make_params, params_to_dict
-from protolens.core.store import ImageMeta, ResultRecord
+from protolens.core.records import ImageMeta, ResultRecord, result_key
 from protolens.core.thresholds import heatmap_threshold
 from protolens.core.types import BackendResult, Heatmap
 from protolens.models.api import RunContext
@@ -57,6 +59,14 @@ class SegmentOutcome:
     from_cache: bool = False
     seconds: float = 0.0
     extras_info: dict[str, Any] = field(default_factory=dict)
+    kind: str = "heatmap"
+    warnings: list[str] = field(default_factory=list)
+    """Warnings of this run (e.g. "out of memory: fell back to the CPU"), for the caller to show."""
+
+    @property
+    def key(self) -> str:
+        """The result key (:func:`protolens.core.records.result_key`)."""
+        return result_key(self.backend_id, self.backend_version, self.weights_sha256, self.params)
 
     @property
     def probability(self) -> Heatmap | None:
@@ -79,20 +89,30 @@ class SegmentOutcome:
                                     self.result.extras.get("score"))
         return ResultRecord(self.backend_id, self.backend_version, dict(self.params), float(threshold), semantics,
                             self.weights_id, self.weights_sha256, info=dict(self.result.info),
-                            heatmap_threshold=applied, probability_threshold=probability_threshold)
+                            heatmap_threshold=applied, probability_threshold=probability_threshold, kind=self.kind)
+
+
+def cache_key(image_sha256: str, key: str) -> str:
+    """The heatmap cache's key: the result key, then the photo's sha256."""
+    return f"{key}-{image_sha256}"
 
 
 def _to_cache(result: BackendResult) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     arrays = {"heatmap": result.heatmap.values, **{f"extra.{k}": v for k, v in result.extras.items()}}
+    entries, files = result.layers().to_files()
+    arrays.update({f"layer.{name}": np.frombuffer(data, np.uint8) for name, data in files.items()})
     meta = {"image_size": list(result.heatmap.image_size), "suggested_threshold": result.suggested_threshold,
-            "info": result.info}
+            "info": result.info, "layers": entries}
     return arrays, meta
 
 
 def _from_cache(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> BackendResult:
     extras = {k[len("extra."):]: v for k, v in arrays.items() if k.startswith("extra.")}
-    return BackendResult(Heatmap(arrays["heatmap"], tuple(meta["image_size"])), meta.get("suggested_threshold"),
-                         extras, dict(meta.get("info", {})))
+    size = tuple(meta["image_size"])
+    layers = ResultLayers.from_files(meta.get("layers") or {}, lambda name: arrays[f"layer.{name}"].tobytes(), size)
+    return BackendResult(Heatmap(arrays["heatmap"], size), meta.get("suggested_threshold"), extras,
+                         dict(meta.get("info", {})), layers.heatmaps, layers.label_map, layers.regions,
+                         layers.keypoints, layers.scores_table)
 
 
 class Segmenter:
@@ -149,11 +169,17 @@ class Segmenter:
                          allow_random_weights=allow_random_weights, image_id=image.meta.sha256)
         weights_id, weights_sha = backend.weights_identity(values, ctx)
         plain = params_to_dict(values)
-        key = sha256_json({"image": image.meta.sha256, "backend": [manifest.id, manifest.version],
-                           "weights": [weights_id, weights_sha], "params": plain, "dtype": ctx.dtype})
         outcome = SegmentOutcome(image.meta, None, manifest.id, manifest.version, plain,  # type: ignore[arg-type]
-                                 weights_id, weights_sha)
-        return backend, values, ctx, key, outcome
+                                 weights_id, weights_sha, kind=manifest.kind)
+        return backend, values, ctx, cache_key(image.meta.sha256, outcome.key), outcome
+
+    def key_for(self, image: LoadedImage, backend_id: str, params: Mapping[str, Any] | None = None, *,
+                weights_path: str | Path | None = None, allow_random_weights: bool = False) -> str:
+        """The result key these inputs give (weights hashed, parameters validated); never runs a model.
+
+        Raises the same errors as :meth:`run` for an unknown backend, bad parameters or missing weights.
+        """
+        return self._prepare(image, backend_id, params, weights_path, None, allow_random_weights)[-1].key
 
     def _cached(self, key: str) -> BackendResult | None:
         cached = self.memory.get(key)
@@ -170,12 +196,22 @@ class Segmenter:
 
         Raises the same errors as :meth:`run` for an unknown backend, bad parameters or missing weights.
         """
+        return self.lookup_keyed(image, backend_id, params, weights_path=weights_path,
+                                 allow_random_weights=allow_random_weights)[1]
+
+    def lookup_keyed(self, image: LoadedImage, backend_id: str, params: Mapping[str, Any] | None = None, *,
+                     weights_path: str | Path | None = None,
+                     allow_random_weights: bool = False) -> tuple[str, SegmentOutcome | None]:
+        """(the result key of these inputs, their cached result or None); never runs a model.
+
+        Raises as :meth:`lookup`.
+        """
         *_, key, outcome = self._prepare(image, backend_id, params, weights_path, None, allow_random_weights)
         cached = self._cached(key)
         if cached is None:
-            return None
+            return outcome.key, None
         outcome.result, outcome.from_cache = cached, True
-        return outcome
+        return outcome.key, outcome
 
     def run(self, image: LoadedImage, backend_id: str, params: Mapping[str, Any] | None = None, *,
             weights_path: str | Path | None = None, cancel: CancelToken | None = None,
@@ -201,7 +237,8 @@ class Segmenter:
                     self.last_device = device
                     return (yield from backend.run(image.rgb, values, dataclasses.replace(ctx, device=device)))
 
-                outcome.result = yield from self.pool().run(job, cancel=ctx.cancel, prefer=self.device)
+                outcome.result = yield from self.pool().run(job, cancel=ctx.cancel, prefer=self.device,
+                                                            warnings=outcome.warnings)
             else:
                 outcome.result = yield from backend.run(image.rgb, values, ctx)
             self.memory.put(key, outcome.result)

@@ -3,10 +3,14 @@
 Source: prototype-guided zero-shot segmentation, arXiv 2512.19957, step 3: the photo is resized to
 (rows*crop, cols*crop) (aspect ignored; 48 x 32 crops of 64 px for 3072 x 2048), each crop upsampled to the
 backbone input (518) and encoded by a frozen ViT; the CLS tokens form a (rows, cols, dim) grid.
+
+The backbone is the vit-attention backend's: its ``model`` and ``precision`` parameters, weights look-up
+(``weights_identity``, ``load_model``) and dtype rule (:meth:`RunContext.resolved_dtype`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +20,17 @@ import numpy as np
 
 from protolens.core.atomic import write_json_atomic, write_npy_atomic
 from protolens.core.cache import DiskCache, default_cache_dir
-from protolens.core.errors import WeightsNotFoundError
 from protolens.core.hashing import sha256_json
 from protolens.core.jobs import CancelToken, Progress
+from protolens.core.params import make_params
 from protolens.core.store import utc_now
+from protolens.models import api
+from protolens.models.api import Backend, RunContext
 from protolens.services.segment import LoadedImage, Segmenter
 
+BACKEND = "vit-attention"
+"""The backend whose model, weights and precision rules tile tokens share."""
+DEFAULT_MODEL = "vit_base_patch14_reg4_dinov2.lvd142m"
 DEFAULT_GRID = (32, 48)
 
 
@@ -55,31 +64,36 @@ class TokenGrid:
         return paths
 
 
-def _weights(segmenter: Segmenter, model: str, weights_path: str | Path | None,
-             allow_random: bool) -> tuple[Path | None, str, str]:
-    from protolens.models.weights import resolve_weights, weights_sha256
-    from protolens.services.weights import catalogue
+def _backbone(segmenter: Segmenter, model: str, precision: str, weights_path: str | Path | None,
+              allow_random: bool, cancel: CancelToken) -> tuple[Backend, Any, RunContext]:
+    """The vit-attention backend, its validated params (``model``, ``precision``) and a run context.
 
-    spec = next((s for _, s in catalogue(segmenter.registry) if s.name == model), None)
-    try:
-        path = resolve_weights(spec, weights_path)
-    except WeightsNotFoundError:
-        if weights_path is None and allow_random:
-            return None, f"{model}:random-init", "none"
-        raise
-    return path, spec.name if spec else model, weights_sha256(path)
+    Weights, their identity and the compute dtype are resolved as that backend resolves them
+    (:meth:`Backend.weights_identity`, ``load_model``, :meth:`RunContext.resolved_dtype`), not a second time here.
+    Raises BackendUnavailableError, or ParamError for a model or precision the backend does not offer.
+    """
+    backend = segmenter.registry.create(BACKEND)
+    params = make_params(backend.manifest.params, {"model": model, "precision": precision})
+    ctx = RunContext(dtype=params.precision, cancel=cancel, allow_random_weights=allow_random,
+                     weights_path=Path(weights_path) if weights_path is not None else None)
+    return backend, params, ctx
 
 
-def crop_tokens(segmenter: Segmenter, image: LoadedImage, model: str, *, weights_path: str | Path | None = None,
-                grid: tuple[int, int] = DEFAULT_GRID, crop: int = 64, input_size: int = 518, batch_size: int = 32,
-                precision: str = "auto", cancel: CancelToken | None = None, allow_random_weights: bool = False,
+def crop_tokens(segmenter: Segmenter, image: LoadedImage, model: str = DEFAULT_MODEL, *,
+                weights_path: str | Path | None = None, grid: tuple[int, int] = DEFAULT_GRID, crop: int = 64,
+                input_size: int = 518, batch_size: int = 32, precision: str = "auto", cancel: CancelToken | None = None,
+                allow_random_weights: bool = False,
                 cache: DiskCache | None | str = "default") -> Generator[Progress, None, TokenGrid]:
     """The (rows, cols, dim) CLS-token grid of ``image`` on the segmenter's device pool, from the cache if possible.
 
-    Raises WeightsNotFoundError, CheckpointError or Cancelled.
+    ``model`` and ``precision`` take the values of the vit-attention backend's ``model`` and ``precision``
+    parameters; its weights resolution and dtype rule apply (``auto``: bfloat16 on CUDA, float32 on the CPU).
+
+    Raises BackendUnavailableError, ParamError, WeightsNotFoundError, CheckpointError or Cancelled.
     """
     cancel = cancel or CancelToken()
-    path, weights_id, sha = _weights(segmenter, model, weights_path, allow_random_weights)
+    backend, params, ctx = _backbone(segmenter, model, precision, weights_path, allow_random_weights, cancel)
+    weights_id, sha = backend.weights_identity(params, ctx)
     disk = DiskCache(default_cache_dir() / "features") if cache == "default" else cache
     key = sha256_json({"tokens": image.meta.sha256, "model": model, "weights": sha, "grid": list(grid), "crop": crop,
                        "input": input_size, "precision": precision})
@@ -89,15 +103,12 @@ def crop_tokens(segmenter: Segmenter, image: LoadedImage, model: str, *, weights
         return TokenGrid(hit[0]["tokens"], model, weights_id, sha, crop, input_size, True)
 
     def job(device: str) -> Generator[Progress, None, Any]:
-        from protolens.models.vit.engine import crop_token_grid
-        from protolens.models.vit.loading import load_vit, vit_spec
-
-        network = load_vit(model, path, device, weights_key=sha if path is not None else None)
-        spec = vit_spec(network)
-        dtype = precision if precision != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
-        return (yield from crop_token_grid(network, image.rgb, grid=grid, crop=crop, input_size=input_size,
-                                           mean=spec.mean, std=spec.std, batch_size=batch_size, device=device,
-                                           dtype=dtype, cancel=cancel))
+        device_ctx = dataclasses.replace(ctx, device=device)
+        network = backend.load_model(params, device_ctx)  # type: ignore[attr-defined]
+        spec = api.vit_spec(network)
+        return (yield from api.crop_token_grid(network, image.rgb, grid=grid, crop=crop, input_size=input_size,
+                                               mean=spec.mean, std=spec.std, batch_size=batch_size, device=device,
+                                               dtype=device_ctx.resolved_dtype(), cancel=cancel))
 
     tokens = yield from segmenter.pool().run(job, cancel=cancel, prefer=segmenter.device)
     if disk is not None:

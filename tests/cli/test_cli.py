@@ -7,18 +7,9 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from protolens.cli import main
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["protolens", *map(str, args)])
-    with pytest.raises(SystemExit) as info:
-        main()
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
+from tests.cli.conftest import run_cli
 
 
 def test_segment_quadrats_writes_mask_heatmap_and_sidecar(monkeypatch, capsys, samples, tmp_path):
@@ -42,7 +33,8 @@ def test_backend_options_threshold_and_store(monkeypatch, capsys, photo_folder):
                              "vegetation-index", "--index", "exg", "--smoothing=1.5", "--threshold", "0.4")
     assert code == 0 and "processed 1, failed 0" in out
     sidecar = json.loads((photo_folder / ".protolens" / "a_meadow.jpg.json").read_text())
-    entry = sidecar["results"]["vegetation-index"]
+    entry = sidecar["results"][sidecar["current"]]
+    assert entry["backend"]["id"] == "vegetation-index"
     assert entry["params"] == {"index": "exg", "smoothing": 1.5} and entry["threshold"]["value"] == 0.4
 
 
@@ -164,7 +156,9 @@ def test_export_folder_in_every_format_after_segment(monkeypatch, capsys, photo_
 
     coco = COCO(str(out / "annotations.coco.json"))
     assert sorted(img["file_name"] for img in coco.dataset["images"]) == ["a_meadow.jpg", "b_dahlia.jpg"]
-    mask = np.asarray(Image.open(photo_folder / ".protolens" / "a_meadow.jpg.vegetation-index.mask.png")) == 255
+    sidecar = json.loads((photo_folder / ".protolens" / "a_meadow.jpg.json").read_text())
+    mask_file = sidecar["results"][sidecar["current"]]["mask"]["file"]
+    mask = np.asarray(Image.open(photo_folder / ".protolens" / mask_file)) == 255
     image_id = next(i["id"] for i in coco.dataset["images"] if i["file_name"] == "a_meadow.jpg")
     union = np.zeros_like(mask)
     for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])):

@@ -50,6 +50,15 @@ def summarise(attention: np.ndarray, num_prefix: int, grid=(ROWS, COLS), fused_d
     )
 
 
+def ref_discard(matrix: np.ndarray, ratio: float) -> np.ndarray:
+    """A float64 copy of (T, T) ``matrix`` with its int(T*T*ratio) smallest entries zeroed, except CLS -> CLS."""
+    matrix = np.array(matrix, dtype=np.float64)
+    flat = matrix.reshape(-1)
+    lowest = np.argsort(flat, kind="stable")[:int(flat.size * ratio)]
+    flat[lowest[lowest != 0]] = 0.0
+    return matrix
+
+
 def ref_rollout(fused: np.ndarray, num_prefix: int, discard_ratio: float = 0.0) -> np.ndarray:
     """Full-matrix rollout: R_0 = I, R_l = A~_l R_(l-1); CLS row of R_L without the prefix columns."""
     fused = np.asarray(fused, dtype=np.float64)
@@ -57,13 +66,7 @@ def ref_rollout(fused: np.ndarray, num_prefix: int, discard_ratio: float = 0.0) 
     eye = np.eye(tokens)
     result = np.eye(tokens)
     for layer in range(fused.shape[0]):
-        matrix = fused[layer].copy()
-        if discard_ratio > 0:
-            flat = matrix.reshape(-1)
-            count = int(tokens * tokens * discard_ratio)
-            lowest = np.argsort(flat, kind="stable")[:count]
-            lowest = lowest[lowest != 0]  # never the CLS -> CLS entry
-            flat[lowest] = 0.0
+        matrix = ref_discard(fused[layer], discard_ratio)
         smoothed = (matrix + eye) / 2.0
         smoothed = smoothed / smoothed.sum(axis=-1, keepdims=True)
         result = smoothed @ result
@@ -192,6 +195,31 @@ def test_rollout_order_of_blocks_matters(num_prefix):
     got = attention_rollout_map(summary)
     np.testing.assert_allclose(got, ref_rollout(summary.fused["mean"], num_prefix), rtol=1e-5, atol=1e-7)
     assert not np.allclose(got, attention_rollout_map(reversed_summary), rtol=1e-3, atol=1e-5)
+
+
+def test_rollout_discard_refuses_float16_matrices(attention, num_prefix):
+    # float16 rounding makes small weights tie at the cut-off: another set would be discarded than in float32
+    summary = summarise(attention, num_prefix, fused_dtype=np.float16)
+    with pytest.raises(ValueError, match="float32"):
+        attention_rollout_map(summary, discard_ratio=0.5)
+    assert attention_rollout_map(summary, discard_ratio=0.0).shape == (ROWS, COLS)
+
+
+def test_rollout_renormalises_rows_not_columns(attention, num_prefix):
+    # after a discard the rows of (A + I) / 2 no longer sum to 1; protolens divides each row by its own sum
+    # (Abnar & Zuidema), vit-explain's a / a.sum(dim=-1) without keepdim divides column j by row j's sum
+    summary = summarise(attention, num_prefix, fused_dtype=np.float32)
+    tokens = attention.shape[-1]
+    eye = np.eye(tokens)
+    rows_vector = columns_vector = np.eye(tokens)[0]
+    for layer in range(BLOCKS - 1, -1, -1):
+        matrix = (ref_discard(summary.fused["max"][layer], 0.5) + eye) / 2.0
+        rows_vector = rows_vector @ (matrix / matrix.sum(axis=-1, keepdims=True))
+        columns_vector = columns_vector @ (matrix / matrix.sum(axis=-1)[None, :])
+    got = attention_rollout_map(summary, fusion="max", discard_ratio=0.5)
+    np.testing.assert_allclose(got, rows_vector[num_prefix:].reshape(ROWS, COLS), rtol=1e-5, atol=1e-7)
+    assert abs(rows_vector.sum() - 1.0) < 1e-9 and abs(columns_vector.sum() - 1.0) > 1e-3
+    assert not np.allclose(got, columns_vector[num_prefix:].reshape(ROWS, COLS), rtol=1e-3)
 
 
 @pytest.mark.parametrize("ratio", [0.1, 0.5, 0.9])
@@ -371,27 +399,38 @@ def test_min_max_range_and_order():
     values = rng.normal(3.0, 2.0, size=(7, 9))
     out = min_max(values)
     assert out.dtype == np.float32 and out.shape == values.shape
-    assert out.min() == 0.0 and 0.999 < out.max() <= 1.0
+    assert out.min() == 0.0 and out.max() == 1.0
     np.testing.assert_array_equal(np.argsort(out, axis=None, kind="stable"),
                                   np.argsort(values, axis=None, kind="stable"))
-    expected = (values - values.min()) / (np.ptp(values) + 1e-6)
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    expected = (values - values.min()) / np.ptp(values)
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-7)
 
 
 def test_min_max_constant_map_is_zero():
-    for constant in (0.0, 0.37, 1e6):
-        out = min_max(np.full((4, 6), constant, np.float32))
-        assert np.all(np.isfinite(out))
-        np.testing.assert_array_equal(out, np.zeros((4, 6)))
+    for constant in (0.0, 0.37, 1e6, -2.5):
+        for dtype in (np.float32, np.float64):
+            out = min_max(np.full((4, 6), constant, dtype))
+            assert out.dtype == np.float32 and np.all(np.isfinite(out))
+            np.testing.assert_array_equal(out, np.zeros((4, 6)))
 
 
-def test_min_max_eps():
-    values = np.array([0.0, 1e-6, 2e-6], np.float32)
-    # eps matters when the range is tiny: range 2e-6 with eps 1e-6 tops out at 2/3, not 1
-    np.testing.assert_allclose(min_max(values), [0.0, 1 / 3, 2 / 3], rtol=1e-3)
-    np.testing.assert_allclose(min_max(values, eps=0.0), [0.0, 0.5, 1.0], rtol=1e-5)
-    # and is negligible for attention-sized ranges
-    big = np.array([0.0, 0.5, 1.0])
-    np.testing.assert_allclose(min_max(big), [0.0, 0.5, 1.0], atol=2e-6)
-    assert min_max(big)[-1] < 1.0
-    np.testing.assert_array_equal(min_max(big, eps=0.0), [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("span", [1e-5, 3e-6, 1e-8])
+def test_min_max_tiny_range_still_spans_zero_to_one(span):
+    # the CLS attention of a register model can span ~1e-5: an absolute eps of 1e-6 in the denominator put the
+    # peak at 0.91 (0.76 for a span of 3e-6); the heatmap must reach exactly 1 whatever the span
+    rng = np.random.default_rng(11)
+    values = (2e-6 + span * rng.random((5, 8))).astype(np.float32)
+    out = min_max(values)
+    assert out.min() == 0.0 and out.max() == 1.0
+    exact = (values.astype(np.float64) - values.min()) / (float(values.max()) - float(values.min()))
+    np.testing.assert_allclose(out, exact, rtol=1e-6, atol=1e-7)
+
+
+def test_min_max_keeps_a_map_flat_that_rounding_made_uneven():
+    # a constant map a few float32 ulps uneven (as rollout of uniform attention gives) is flat, not noise in [0, 1]
+    base = np.float32(0.0586)
+    noisy = np.array([base, np.nextafter(base, np.float32(1)), base], np.float32)
+    np.testing.assert_array_equal(min_max(noisy), np.zeros(3))
+    # a relative spread above rtol is stretched to [0, 1]; rtol=0 guards only the zero range
+    np.testing.assert_array_equal(min_max(noisy, rtol=0.0), [0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(min_max(np.array([1.0, 1.0 + 2e-5])), [0.0, 1.0])

@@ -12,6 +12,10 @@ from PIL import Image
 
 from protolens.core.errors import ImageReadError
 from protolens.core.imageio import (
+    SKIP_BROKEN_LINK,
+    SKIP_FOLDER,
+    SKIP_NOT_IMAGE,
+    ScanResult,
     expand_paths,
     image_size,
     is_image_path,
@@ -19,6 +23,8 @@ from protolens.core.imageio import (
     read_image,
     read_mask,
     read_thumbnail,
+    scan_images,
+    scan_paths,
 )
 
 SAMPLES = Path(__file__).resolve().parents[2] / "resources" / "samples"
@@ -459,3 +465,105 @@ def test_expand_paths_passes_through_explicit_files(tmp_path):
     # An explicitly named file is kept even if it is not (yet) an image; reading it reports the problem.
     path = tmp_path / "scan.jpg"
     assert expand_paths([path, str(path)]) == [path]
+
+
+# --------------------------------------------------------------------------- scans that say what they skipped
+
+
+def _gif_frames() -> list[np.ndarray]:
+    """Two 40 x 60 frames: red | blue halves, then flat grey (palette-exact colours)."""
+    first = np.zeros((40, 60, 3), np.uint8)
+    first[:, :30] = (255, 0, 0)
+    first[:, 30:] = (0, 0, 255)
+    return [first, np.full((40, 60, 3), 128, np.uint8)]
+
+
+def _write_gif(path: Path) -> np.ndarray:
+    frames = [Image.fromarray(f) for f in _gif_frames()]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return _gif_frames()[0]
+
+
+def _mixed_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    _write_gif(folder / "anim.gif")
+    shutil.copy(ROBIN, folder / "robin.jpg")
+    (folder / "a.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    (folder / "b.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (folder / "notes.txt").write_text("plot 7")
+    (folder / "link.jpg").symlink_to(folder / "gone.jpg")
+    (folder / "x.jpg").mkdir()
+    (folder / ".hidden.jpg").write_bytes(b"x")
+    (folder / ".protolens").mkdir()
+    return folder
+
+
+def test_scan_images_names_every_skipped_entry_and_why(tmp_path):
+    folder = _mixed_folder(tmp_path)
+    scan = scan_images(folder)
+    assert isinstance(scan, ScanResult)
+    assert [p.name for p in scan.images] == ["anim.gif", "robin.jpg"]
+    assert [(p.name, reason) for p, reason in scan.skipped] == [
+        ("a.svg", SKIP_NOT_IMAGE), ("b.heic", SKIP_NOT_IMAGE), ("link.jpg", SKIP_BROKEN_LINK),
+        ("notes.txt", SKIP_NOT_IMAGE), ("x.jpg", SKIP_FOLDER)]
+    assert SKIP_NOT_IMAGE == "not a supported image" and SKIP_BROKEN_LINK == "broken link"
+    assert list_images(folder) == scan.images  # the old API lists the same photos
+
+
+def test_scan_images_on_a_file_raises(tmp_path):
+    with pytest.raises(NotADirectoryError):
+        scan_images(tmp_path / "missing")
+
+
+def test_scan_paths_keeps_explicit_files_and_reports_each_skip_once(tmp_path, monkeypatch):
+    folder = _mixed_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    scan = scan_paths([folder / "notes.txt", folder, "mixed/../mixed"])
+    assert [p.name for p in scan.images] == ["notes.txt", "anim.gif", "robin.jpg"]
+    assert [p.name for p, _ in scan.skipped] == ["a.svg", "b.heic", "link.jpg", "notes.txt", "x.jpg"]
+    assert expand_paths([folder / "notes.txt", folder]) == scan.images
+
+
+def test_a_symlink_to_a_photo_is_read(tmp_path):
+    folder = tmp_path / "links"
+    folder.mkdir()
+    (folder / "robin.jpg").symlink_to(ROBIN)
+    scan = scan_images(folder)
+    assert [p.name for p in scan.images] == ["robin.jpg"] and scan.skipped == []
+
+
+# --------------------------------------------------------------------------- GIF
+
+
+def test_gif_is_a_supported_extension():
+    assert is_image_path("walk/IMG_7.GIF") and is_image_path("x.gif")
+
+
+def test_gif_reads_its_first_frame_as_rgb(tmp_path):
+    path = tmp_path / "anim.gif"
+    first = _write_gif(path)
+    with Image.open(path) as image:
+        assert image.is_animated and image.mode == "P"
+    rgb = read_image(path)
+    assert rgb.shape == (40, 60, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb, first)
+    assert image_size(path) == (40, 60)
+
+
+def test_gif_transparency_is_composited_over_white(tmp_path):
+    path = tmp_path / "clear.gif"
+    image = Image.new("P", (8, 6), 1)
+    image.putpalette([0, 0, 0, 0, 200, 0] + [0] * 762)
+    image.putpixel((0, 0), 0)
+    image.save(path, transparency=0)
+    rgb = read_image(path)
+    assert rgb[0, 0].tolist() == [255, 255, 255] and rgb[1, 1].tolist() == [0, 200, 0]
+
+
+def test_gif_thumbnail_is_the_first_frame_scaled(tmp_path):
+    path = tmp_path / "anim.gif"
+    _write_gif(path)
+    thumb = read_thumbnail(path, 30)
+    assert thumb.shape == (20, 30, 3) and thumb.dtype == np.uint8
+    assert thumb[10, 2].tolist() == [255, 0, 0] and thumb[10, -3].tolist() == [0, 0, 255]

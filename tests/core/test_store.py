@@ -110,20 +110,23 @@ def test_files_and_sidecar_schema(photo, meta):
     store = ResultStore()
     store.save_result(meta, _record(), _grid_heatmap())
     folder = photo.parent / STORE_DIRNAME
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "robin.jpg.json", "robin.jpg.vit-attention.heatmap.npy", "robin.jpg.vit-attention.mask.png"]
+    key = _record().key
+    assert len(key) == 16
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+        f"robin.jpg.{key}.heatmap.npy", f"robin.jpg.{key}.mask.png", "robin.jpg.json"]
     data = json.loads((folder / "robin.jpg.json").read_text(encoding="utf-8"))
-    assert data["schema"] == SIDECAR_SCHEMA == "protolens.sidecar/1"
+    assert data["schema"] == SIDECAR_SCHEMA == "protolens.sidecar/2"
     assert data["image"] == {"path": "robin.jpg", "sha256": meta.sha256, "height": 254, "width": 380}
-    assert data["current"] == "vit-attention"
-    entry = data["results"]["vit-attention"]
-    assert entry["heatmap"] == {"file": "robin.jpg.vit-attention.heatmap.npy", "shape": [23, 37],
+    assert data["current"] == key
+    entry = data["results"][key]
+    assert entry["key"] == key and entry["kind"] == "heatmap"
+    assert entry["heatmap"] == {"file": f"robin.jpg.{key}.heatmap.npy", "shape": [23, 37],
                                 "resolution": "native"}
-    assert entry["mask"] == {"file": "robin.jpg.vit-attention.mask.png"}
+    assert entry["mask"] == {"file": f"robin.jpg.{key}.mask.png"}
     assert entry["threshold"] == {"value": 0.5, "semantics": "value", "heatmap_threshold": 0.5}
-    stored = np.load(folder / "robin.jpg.vit-attention.heatmap.npy")
+    stored = np.load(folder / f"robin.jpg.{key}.heatmap.npy")
     assert stored.dtype == np.float32 and stored.shape == (23, 37)
-    with Image.open(folder / "robin.jpg.vit-attention.mask.png") as mask:
+    with Image.open(folder / f"robin.jpg.{key}.mask.png") as mask:
         assert mask.size == (380, 254)
         assert set(np.unique(np.asarray(mask))) <= {0, 255}
     assert not list(folder.glob("*.tmp"))  # atomic writes leave no temporaries
@@ -144,9 +147,11 @@ def test_two_backends_are_kept_and_current_is_the_last(photo, meta):
     store.save_result(meta, _record("vit-attention", 0.3), vit)
     store.save_result(meta, _record("vegetation-index", 0.6, weights_id="none", weights_sha256="none"), veg)
 
+    vit_key = _record("vit-attention", 0.3).key
+    veg_key = _record("vegetation-index", 0.6, weights_id="none", weights_sha256="none").key
     data = store.read_sidecar(photo)
-    assert set(data["results"]) == {"vit-attention", "vegetation-index"}
-    assert data["current"] == "vegetation-index"
+    assert set(data["results"]) == {vit_key, veg_key}
+    assert data["current"] == veg_key
     current = store.load_result(photo)
     assert current.record.backend_id == "vegetation-index"
     np.testing.assert_array_equal(current.heatmap.values, veg.values)
@@ -158,7 +163,7 @@ def test_two_backends_are_kept_and_current_is_the_last(photo, meta):
     # Saving the first backend again makes it current and keeps the other.
     store.save_result(meta, _record("vit-attention", 0.4), vit)
     data = store.read_sidecar(photo)
-    assert data["current"] == "vit-attention" and set(data["results"]) == {"vit-attention", "vegetation-index"}
+    assert data["current"] == vit_key and set(data["results"]) == {vit_key, veg_key}
 
 
 def test_results_are_keyed_by_image_content(photo, meta):
@@ -177,7 +182,7 @@ def test_new_image_content_drops_old_results(photo, meta):
     store.save_result(edited, _record("vegetation-index"), _grid_heatmap(seed=3))
     data = store.read_sidecar(photo)
     assert data["image"]["sha256"] == "f" * 64
-    assert set(data["results"]) == {"vegetation-index"}
+    assert set(data["results"]) == {_record("vegetation-index").key}
     assert store.load_result(photo, "vit-attention") is None
     assert store.load_result(photo, sha256=meta.sha256) is None
 
@@ -204,23 +209,23 @@ def test_unknown_backend_and_missing_arrays_count_as_absent(photo, meta):
     store = ResultStore()
     store.save_result(meta, _record(), _grid_heatmap())
     assert store.load_result(photo, "no-such-backend") is None
-    (photo.parent / STORE_DIRNAME / "robin.jpg.vit-attention.heatmap.npy").unlink()
+    (photo.parent / STORE_DIRNAME / f"robin.jpg.{_record().key}.heatmap.npy").unlink()
     assert store.load_result(photo) is None
 
 
 def test_missing_mask_file_loads_heatmap_only(photo, meta):
     store = ResultStore()
     store.save_result(meta, _record(), _grid_heatmap())
-    (photo.parent / STORE_DIRNAME / "robin.jpg.vit-attention.mask.png").unlink()
+    (photo.parent / STORE_DIRNAME / f"robin.jpg.{_record().key}.mask.png").unlink()
     loaded = store.load_result(photo)
     assert loaded is not None and loaded.mask is None
 
 
-def test_backend_id_is_made_safe_for_file_names(photo, meta):
+def test_file_names_use_the_key_not_the_backend_id(photo, meta):
     store = ResultStore()
     store.save_result(meta, _record("acme/vit:large"), _grid_heatmap())
     names = {p.name for p in (photo.parent / STORE_DIRNAME).iterdir()}
-    assert "robin.jpg.acme_vit_large.heatmap.npy" in names
+    assert f"robin.jpg.{_record('acme/vit:large').key}.heatmap.npy" in names
     assert store.load_result(photo, "acme/vit:large") is not None
 
 

@@ -57,8 +57,9 @@ def test_probability_slider_appears_and_restricts_the_mask(qtbot, window, photo_
     window.save_to_store()
     qtbot.waitUntil(lambda: not window.jobs.active("save"), timeout=10000)
     sidecar = json.loads((photo_folder / ".protolens" / "a_meadow.jpg.json").read_text())
-    assert sidecar["results"]["test-gradient"]["threshold"]["probability"] == 0.75
-    mask = np.asarray(Image.open(photo_folder / ".protolens" / "a_meadow.jpg.test-gradient.mask.png")) == 255
+    assert sidecar["results"][sidecar["current"]]["threshold"]["probability"] == 0.75
+    mask_file = sidecar["results"][sidecar["current"]]["mask"]["file"]
+    mask = np.asarray(Image.open(photo_folder / ".protolens" / mask_file)) == 255
     # probability grows from top to bottom: only the lowest quarter of the rows passes 0.75.
     rows_kept = mask.any(axis=1)
     assert not rows_kept[: mask.shape[0] // 2].any() and rows_kept[-10:].all()

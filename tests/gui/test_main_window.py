@@ -107,7 +107,7 @@ def test_returning_to_a_photo_restores_its_result_and_threshold(qtbot, window, p
     assert len(gradient_runs) == 2
     assert abs(window.display_panel.threshold_value() - 0.3) < 1e-6
     sidecar = json.loads((photo_folder / ".protolens" / "a_meadow.jpg.json").read_text())
-    assert sidecar["results"]["test-gradient"]["threshold"]["value"] == 0.3
+    assert sidecar["results"][sidecar["current"]]["threshold"]["value"] == 0.3
 
 
 def test_unavailable_backend_is_reported_not_fatal(qtbot, window, photo_folder):

@@ -217,6 +217,17 @@ def test_full_window_summaries_hold_received_and_fused(model, working, windows):
                                    atol=1e-5)
 
 
+def test_window_summaries_pass_the_fusions_and_their_dtype_on(model, working, windows):
+    _, (summaries, _) = drive(window_summaries(
+        model, working, windows, full=True, batch_size=4, device="cpu", dtype="float32", cancel=CancelToken(),
+        fusions=("max",), fused_dtype="float32"))
+    reference, _ = _summaries(model, working, windows, full=True, batch_size=4)
+    for summary, default in zip(summaries, reference, strict=True):
+        assert set(summary.fused) == {"max"} and summary.fused["max"].dtype == np.float32
+        assert default.fused["max"].dtype == np.float16
+        np.testing.assert_allclose(summary.fused["max"], default.fused["max"].astype(np.float32), atol=1e-3)
+
+
 def test_window_summaries_can_be_cancelled(model, working, windows):
     cancel = CancelToken()
     generator = window_summaries(model, working, windows, full=False, batch_size=2, device="cpu",

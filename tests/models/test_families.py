@@ -237,6 +237,21 @@ def test_summaries_keep_only_chosen_fusions(tiny_vit):
     assert set(summaries[0].fused) == {"max"}
 
 
+def test_summaries_keep_float32_fused_matrices_on_request(tiny_vit):
+    # a rollout discard ranks the fused weights: float32 keeps them within float32 rounding of the attention
+    model, x = tiny_vit(patch_size=PATCH, reg_tokens=4), _input()
+    attentions = capture_attentions(model, x)
+    stacked = np.stack([attentions[i].numpy() for i in sorted(attentions)], axis=1)  # (batch, blocks, heads, T, T)
+    summaries, _ = capture_summaries(model, x, full=True, fusions=("mean", "min"), fused_dtype="float32")
+    for b, summary in enumerate(summaries):
+        assert set(summary.fused) == {"mean", "min"}
+        assert all(fused.dtype == np.float32 for fused in summary.fused.values())
+        np.testing.assert_allclose(summary.fused["mean"], stacked[b].mean(axis=1), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(summary.fused["min"], stacked[b].min(axis=1), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="fused_dtype"):
+        capture_summaries(model, x, full=True, fused_dtype="bfloat16")
+
+
 def test_vit_spec_of_a_known_hub_id_with_registers():
     """A known Hub id builds with random weights (no download) and its layout is read off the built model.
     (Building the 22M-parameter model takes about 2.5 s, so only the registers variant is built here.)"""

@@ -79,11 +79,12 @@ def test_job_errors_reach_the_caller_with_their_type(make_pool):
         yield Progress(0.5, "half way")
         raise BadWeights(f"broken on {device}")
 
-    generator = pool.run(job, cancel=CancelToken())
+    warnings: list[str] = []
+    generator = pool.run(job, cancel=CancelToken(), warnings=warnings)
     assert next(generator).text == "half way"
     with pytest.raises(BadWeights, match="broken on cpu"):
         next(generator)
-    assert pool.warnings == []
+    assert warnings == []
     # The worker survives a failed job.
     assert drive(pool.run(lambda device: iter(()), cancel=CancelToken()))[1] is None
 
@@ -163,7 +164,8 @@ def test_out_of_memory_falls_back_to_the_cpu(make_pool):
             raise DeviceOutOfMemoryError("cuda:fake ran out of memory with a batch of one window")
         return f"result from {device}"
 
-    progress, value = drive(pool.run(job, cancel=CancelToken()))
+    warnings: list[str] = []
+    progress, value = drive(pool.run(job, cancel=CancelToken(), warnings=warnings))
     assert value == "result from cpu"
     assert [device for device, _name in tried] == ["cuda:fake", "cpu"]
     assert tried[0][1].startswith("protolens-cuda:fake") and tried[1][1].startswith("protolens-cpu")
@@ -172,7 +174,7 @@ def test_out_of_memory_falls_back_to_the_cpu(make_pool):
     assert len(fallback) == 1 and "out of memory" in fallback[0]
     assert texts.index(fallback[0]) == 1  # after the GPU attempt's progress, before the CPU's
     assert texts[-1] == "loading on cpu"
-    assert len(pool.warnings) == 1 and "CPU" in pool.warnings[0]
+    assert len(warnings) == 1 and "CPU" in warnings[0]  # the run's own warnings, not the pool's
 
 
 def test_out_of_memory_on_the_cpu_or_without_a_cpu_is_raised(make_pool):
@@ -182,9 +184,10 @@ def test_out_of_memory_on_the_cpu_or_without_a_cpu_is_raised(make_pool):
 
     for devices in (["cpu"], ["cuda:fake"]):
         pool = make_pool(devices)
+        warnings: list[str] = []
         with pytest.raises(DeviceOutOfMemoryError, match=devices[0]):
-            drive(pool.run(job, cancel=CancelToken()))
-        assert pool.warnings == []
+            drive(pool.run(job, cancel=CancelToken(), warnings=warnings))
+        assert warnings == []
 
     tried = []
 

@@ -60,8 +60,9 @@ def test_deterministic_and_head_selection(backend, photo):
     np.testing.assert_array_equal(a.heatmap.values, b.heatmap.values)
     head2 = _run(backend, photo, head=2)
     raw = a.extras["head_attention"][2]
-    expected = (raw - raw.min()) / (raw.max() - raw.min() + 1e-6)
-    np.testing.assert_allclose(head2.heatmap.values, expected, atol=1e-5)
+    expected = (raw - raw.min()) / (raw.max() - raw.min())
+    np.testing.assert_allclose(head2.heatmap.values, expected, atol=1e-6)
+    assert head2.heatmap.values.max() == 1.0
     fused_max = _run(backend, photo, head_fusion="max").extras["score"]
     np.testing.assert_allclose(fused_max, a.extras["head_attention"].max(axis=0), atol=1e-7)
 
@@ -125,7 +126,7 @@ def test_switching_mode_head_and_block_reaggregates_without_the_model(backend, p
     ctx = _ctx(tmp_path=tmp_path)
     received = _run(backend, photo, ctx, mode="received")
     assert calls == [True]
-    for values in ({"mode": "rollout"}, {"mode": "rollout", "head_fusion": "max", "discard_ratio": 0.5},
+    for values in ({"mode": "rollout"}, {"mode": "rollout", "head_fusion": "max"},
                    {"mode": "cls", "head": 1}, {"mode": "cls", "block": 3}, {"mode": "received", "head": 2}):
         result = _run(backend, photo, ctx, **values)
         assert result.info["features"] == "cache" and result.heatmap.values.shape == (6, 10)
@@ -134,6 +135,58 @@ def test_switching_mode_head_and_block_reaggregates_without_the_model(backend, p
     np.testing.assert_array_equal(again.heatmap.values, received.heatmap.values)
     cls_first = _run(backend, photo, _ctx("other-photo", tmp_path), mode="cls")
     assert calls == [True, False] and cls_first.info["features"] == "computed"
+
+
+def test_a_rollout_discard_runs_the_model_once_in_float32_then_reaggregates(backend, photo, monkeypatch):
+    calls = _counting(monkeypatch)
+    ctx = _ctx("discard-photo")
+    _run(backend, photo, ctx, mode="rollout")
+    assert calls == [True]
+    first = _run(backend, photo, ctx, mode="rollout", head_fusion="max", discard_ratio=0.5)
+    assert first.info["features"] == "computed" and calls == [True, True]  # float16 matrices cannot rank
+    for values in ({"discard_ratio": 0.9}, {"discard_ratio": 0.0}, {"mode": "cls"}, {"mode": "received"}):
+        result = _run(backend, photo, ctx, **{"mode": "rollout", "head_fusion": "max", **values})
+        assert result.info["features"] == "cache"
+    assert calls == [True, True]
+    _run(backend, photo, ctx, mode="rollout", head_fusion="mean", discard_ratio=0.5)  # only "max" was kept
+    assert calls == [True, True, True]
+
+
+def _numpy_rollout(attention: np.ndarray, discard_ratio: float) -> np.ndarray:
+    """Rollout re-derived in plain numpy from (blocks, heads, T, T) float32 attention: CLS row, all tokens.
+
+    Mean head fusion in float32, the int(T*T*ratio) lowest entries zeroed (never CLS -> CLS), identity
+    added, halved, rows renormalised, R_l = A~_l R_(l-1).
+    """
+    tokens = attention.shape[-1]
+    result = np.eye(tokens)
+    for fused in attention.mean(axis=1, dtype=np.float32):
+        flat = fused.reshape(-1).copy()
+        lowest = np.argsort(flat, kind="stable")[:int(flat.size * discard_ratio)]
+        flat[lowest[lowest != 0]] = 0.0
+        smoothed = (flat.reshape(tokens, tokens).astype(np.float64) + np.eye(tokens)) / 2.0
+        result = (smoothed / smoothed.sum(axis=-1, keepdims=True)) @ result
+    return result[0]
+
+
+def test_rollout_with_discard_matches_a_float32_numpy_rollout(backend, photo):
+    from protolens.models import api
+
+    name = "vit_small_patch14_dinov2.lvd142m"
+    result = _run(backend, photo, _ctx("float32-rollout"), model=name, long_side=112, mode="rollout",
+                  discard_ratio=0.9)
+    rows, cols = result.info["grid"]
+    model = api.load_vit(name, None, "cpu")  # the backend's random-init model (built once, reused)
+    spec = api.vit_spec(model)
+    working = api.normalise(api.resize_to_grid(photo, rows, cols, spec.patch_size), spec.mean, spec.std)
+    import torch
+
+    attention = api.capture_attentions(model, torch.from_numpy(working)[None])
+    stacked = np.stack([attention[i][0].numpy() for i in sorted(attention)])
+    row = _numpy_rollout(stacked, 0.9)[spec.num_prefix_tokens:].reshape(rows, cols)
+    expected = (row - row.min()) / (row.max() - row.min())
+    assert np.abs(result.heatmap.values - expected).max() < 1e-3
+    np.testing.assert_allclose(result.extras["score"], row, rtol=1e-3, atol=1e-7)
 
 
 def test_disk_feature_cache_serves_a_new_process_and_rollout_needs_the_model(backend, photo, monkeypatch, tmp_path):

@@ -134,16 +134,20 @@ def capture_cls_attention(model: nn.Module, x: torch.Tensor, blocks: Sequence[in
 
 
 @torch.inference_mode()
-def capture_summaries(model: nn.Module, x: torch.Tensor, *, full: bool,
-                      fusions: Sequence[str] = HEAD_FUSIONS) -> tuple[list[AttentionSummary], torch.Tensor]:
+def capture_summaries(model: nn.Module, x: torch.Tensor, *, full: bool, fusions: Sequence[str] = HEAD_FUSIONS,
+                      fused_dtype: str = "float16") -> tuple[list[AttentionSummary], torch.Tensor]:
     """One forward pass reduced to :class:`~protolens.core.attention.AttentionSummary` per image of the batch.
 
     With ``full=False`` only the CLS rows of every block are computed (cheap: the pipeline costs little more
     than the bare forward). With ``full=True`` each block's attention matrix is computed once and reduced
     at once to the CLS rows, the attention each token receives (column sums) and the head-fused matrices
-    (float16) for rollout, then freed; where the model calls ``scaled_dot_product_attention`` that matrix
-    also gives the block's output (:class:`~protolens.models.vit.sdpa.SDPAIntercept`), so it is computed
-    once instead of twice.
+    for rollout (``fusions``, stored as ``fused_dtype``), then freed; where the model calls
+    ``scaled_dot_product_attention`` that matrix also gives the block's output
+    (:class:`~protolens.models.vit.sdpa.SDPAIntercept`), so it is computed once instead of twice.
+
+    ``fused_dtype`` is "float16" (half the memory: blocks x tokens^2 x 2 bytes per fusion and image) or
+    "float32", which a rollout with a discard ratio needs: float16 rounding makes the ranking of small
+    weights tie at the cut-off (:func:`~protolens.core.attention.attention_rollout_map`).
 
     Returns the summaries and the final tokens (batch, tokens, dim) after the model's last norm.
     """
@@ -154,8 +158,7 @@ def capture_summaries(model: nn.Module, x: torch.Tensor, *, full: bool,
     device = x.device
     cls_rows = torch.empty(batch, blocks, info.num_heads, tokens_count, device=device)
     received = torch.empty_like(cls_rows) if full else None
-    fused = {f: torch.empty(batch, blocks, tokens_count, tokens_count, dtype=torch.float16, device=device)
-             for f in (fusions if full else ())}
+    fused = _fused_buffers(fusions if full else (), (batch, blocks, tokens_count, tokens_count), fused_dtype, device)
     reduced = torch.empty(batch, tokens_count, tokens_count, device=device) if full else None
     ones = torch.ones(1, tokens_count, device=device)
     buffers: list[torch.Tensor] = []
@@ -191,11 +194,24 @@ def capture_summaries(model: nn.Module, x: torch.Tensor, *, full: bool,
         with QKCapture(model, None, reduce):
             tokens = forward_tokens(model, x)
     buffers.clear()
+    return _summaries(cls_rows, received, fused, (rows, cols), info.num_prefix), tokens
+
+
+def _fused_buffers(fusions: Sequence[str], shape: tuple[int, ...], dtype: str,
+                   device: torch.device) -> dict[str, torch.Tensor]:
+    """Per fusion, an empty (batch, blocks, tokens, tokens) tensor of ``dtype`` ("float16" or "float32")."""
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"fused_dtype must be float16 or float32, not {dtype!r}")
+    return {f: torch.empty(shape, dtype=getattr(torch, dtype), device=device) for f in fusions}
+
+
+def _summaries(cls_rows: torch.Tensor, received: torch.Tensor | None, fused: dict[str, torch.Tensor],
+               grid: tuple[int, int], num_prefix: int) -> list[AttentionSummary]:
+    """One :class:`AttentionSummary` per image of the batch, as numpy arrays on the host."""
     cls_np = cls_rows.cpu().numpy()
     received_np = received.cpu().numpy() if received is not None else None
     fused_np = {f: t.cpu().numpy() for f, t in fused.items()}
-    summaries = [AttentionSummary(cls_rows=cls_np[b], grid=(rows, cols), num_prefix=info.num_prefix,
-                                  received=received_np[b] if received_np is not None else None,
-                                  fused={f: array[b] for f, array in fused_np.items()})
-                 for b in range(batch)]
-    return summaries, tokens
+    return [AttentionSummary(cls_rows=cls_np[b], grid=grid, num_prefix=num_prefix,
+                             received=received_np[b] if received_np is not None else None,
+                             fused={f: array[b] for f, array in fused_np.items()})
+            for b in range(cls_np.shape[0])]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protolens.core.attention import AttentionSummary
+from protolens.core.attention import HEAD_FUSIONS, AttentionSummary
 from protolens.core.errors import DeviceOutOfMemoryError
 from protolens.core.jobs import CancelToken, Progress
 from protolens.core.tiling import Window
@@ -64,8 +64,9 @@ def run_batches(items: Sequence[T], fn: Callable[[Sequence[T]], list[R]], *, bat
 
 
 def window_summaries(model: nn.Module, working: np.ndarray, windows: Sequence[Window], *, full: bool,
-                     batch_size: int, device: str, dtype: str,
-                     cancel: CancelToken) -> Generator[Progress, None, tuple[list[AttentionSummary], list[np.ndarray]]]:
+                     batch_size: int, device: str, dtype: str, cancel: CancelToken,
+                     fusions: Sequence[str] = HEAD_FUSIONS, fused_dtype: str = "float16",
+                     ) -> Generator[Progress, None, tuple[list[AttentionSummary], list[np.ndarray]]]:
     """Attention summaries and final tokens of every window of a normalised working image.
 
     Parameters
@@ -76,6 +77,11 @@ def window_summaries(model: nn.Module, working: np.ndarray, windows: Sequence[Wi
         Equal-sized windows (see :func:`protolens.core.tiling.plan_windows`).
     full : bool
         Capture the full attention (received, rollout) or only the CLS rows (cheap).
+    fusions : sequence of str
+        Head fusions whose (blocks, tokens, tokens) matrices are kept for rollout (full capture only).
+    fused_dtype : str
+        "float16" (half the memory) or "float32" (needed by a rollout discard ratio); see
+        :func:`~protolens.models.vit.capture.capture_summaries`.
 
     Returns
     -------
@@ -87,7 +93,7 @@ def window_summaries(model: nn.Module, working: np.ndarray, windows: Sequence[Wi
     def run(chunk: Sequence[Window]) -> list[tuple[AttentionSummary, np.ndarray]]:
         batch = torch.stack([image[:, w.top:w.top + w.height, w.left:w.left + w.width] for w in chunk])
         with autocast(device, dtype):
-            summaries, tokens = capture_summaries(model, batch, full=full)
+            summaries, tokens = capture_summaries(model, batch, full=full, fusions=fusions, fused_dtype=fused_dtype)
         tokens = tokens.to(torch.float16).cpu().numpy()
         return [(summary, tokens[i]) for i, summary in enumerate(summaries)]
 

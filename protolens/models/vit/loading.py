@@ -3,10 +3,27 @@
 Weights are read from ``.safetensors`` (safetensors) or ``.pth``/``.pt``/``.bin`` with
 ``torch.load(weights_only=True)``: arbitrary pickled objects are refused. Original DINO/DINOv2
 checkpoints (``teacher``/``backbone.`` prefixes, Meta's key names) are converted by timm's own filter.
+
+Loaded models are reused (one per (name, weights, device)) from a bounded least-recently-used cache, so that
+stepping through the checkpoints of a run never holds them all. Each device has its own budget, read from
+the environment when this module is imported and again by :func:`forget_models`:
+
+``PROTOLENS_MAX_MODELS``
+    Most models kept per device (default 3; at least 1).
+``PROTOLENS_MAX_MODEL_BYTES``
+    Most parameter + buffer bytes kept per device (default ``4GiB``); an integer, optionally with a unit
+    (``500MB``, ``8GiB``). The model just loaded is always kept, even when larger.
+
+An evicted model is dropped (it lives on only where a caller still holds it); if it was on a CUDA device,
+that device's cached blocks are released with ``torch.cuda.empty_cache()``.
 """
 
 from __future__ import annotations
 
+import gc
+import logging
+import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +32,20 @@ import timm
 import torch
 from torch import nn
 
+from protolens.core.cache import MemoryCache
 from protolens.core.errors import CheckpointError
 from protolens.models.vit.families import family_info
 from protolens.models.vit.hf import CLIP_MEAN, CLIP_STD, is_hf_name, load_hf
 from protolens.models.vit.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
-_MODELS: dict[tuple[str, str, str], nn.Module] = {}
+DEFAULT_MAX_MODELS = 3
+DEFAULT_MAX_MODEL_BYTES = 4 * 1024**3
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+          "kib": 1024, "mib": 1024**2, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}
+_log = logging.getLogger(__name__)
+
+ModelKey = tuple[str, str, str]  # (name, weights identity, device)
+_MODELS: dict[str, MemoryCache[nn.Module]] = {}  # per device: (name, weights, device) -> model, LRU
 _LOCK = threading.Lock()
 _CONTAINER_KEYS = ("teacher", "student", "model", "state_dict", "module")
 _PREFIXES = ("module.", "backbone.", "encoder.")
@@ -164,8 +189,9 @@ def load_vit(name: str, weights: str | Path | None, device: str = "cpu", *, weig
     """
     key = (name, weights_key or (str(Path(weights).resolve()) if weights else "random"), device)
     with _LOCK:
-        if key in _MODELS:
-            return _MODELS[key]
+        cached = _device_cache(device).get(key)
+    if cached is not None:
+        return cached
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # random-init models (tests, benchmarks) are the same in every process
         if is_hf_name(name):
@@ -176,10 +202,88 @@ def load_vit(name: str, weights: str | Path | None, device: str = "cpu", *, weig
                 load_weights_into(model, weights)
     model = model.eval().to(device)
     with _LOCK:
-        return _MODELS.setdefault(key, model)
+        cache = _device_cache(device)
+        cached = cache.get(key)
+        if cached is not None:  # another thread built it meanwhile: keep one
+            return cached
+        evicted = [old for _, old in cache.put(key, model)]
+    _release(evicted)
+    return model
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers (a parameter shared by two layers counted once)."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def _parse_bytes(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"not a size in bytes: {text!r} (examples: 4294967296, 500MB, 8GiB)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def model_cache_limits() -> tuple[int, int]:
+    """(most models, most bytes) kept per device: ``PROTOLENS_MAX_MODELS`` and ``PROTOLENS_MAX_MODEL_BYTES``.
+
+    Unset or invalid values give the defaults (3 models, 4 GiB); an invalid value is logged.
+    """
+    count, size = DEFAULT_MAX_MODELS, DEFAULT_MAX_MODEL_BYTES
+    if raw := os.environ.get("PROTOLENS_MAX_MODELS", "").strip():
+        try:
+            count = max(int(raw), 1)
+        except ValueError:
+            _log.warning("PROTOLENS_MAX_MODELS=%r is not an integer; keeping %d models", raw, count)
+    if raw := os.environ.get("PROTOLENS_MAX_MODEL_BYTES", "").strip():
+        try:
+            size = _parse_bytes(raw)
+        except ValueError as exc:
+            _log.warning("PROTOLENS_MAX_MODEL_BYTES: %s; keeping %d bytes", exc, size)
+    return count, size
+
+
+_LIMITS = model_cache_limits()
+
+
+def _device_cache(device: str) -> MemoryCache[nn.Module]:
+    """The model cache of ``device`` (call with ``_LOCK`` held)."""
+    if device not in _MODELS:
+        _MODELS[device] = MemoryCache(_LIMITS[0], max_bytes=_LIMITS[1], size_of=model_bytes)
+    return _MODELS[device]
+
+
+def cached_models() -> list[ModelKey]:
+    """Keys (name, weights identity, device) of the models held now (not in recency order)."""
+    with _LOCK:
+        caches = list(_MODELS.values())
+    return [key for cache in caches for key in cache.keys()]
+
+
+def _cuda_devices(models: list[nn.Module]) -> set[torch.device]:
+    devices = set()
+    for model in models:
+        tensor = next(iter((*model.parameters(), *model.buffers())), None)
+        if tensor is not None and tensor.device.type == "cuda":
+            devices.add(tensor.device)
+    return devices
+
+
+def _release(models: list[nn.Module]) -> None:
+    """Empty ``models`` (it must hold the caller's last references) and free the CUDA blocks they held."""
+    devices = _cuda_devices(models)
+    models.clear()
+    if devices:
+        gc.collect()  # modules with hooks can sit in reference cycles
+        for device in devices:
+            with torch.cuda.device(device):
+                torch.cuda.empty_cache()
 
 
 def forget_models() -> None:
-    """Drop every cached model (frees memory; the next :func:`load_vit` rebuilds)."""
+    """Drop every cached model (frees memory; the next :func:`load_vit` rebuilds) and re-read the limits."""
+    global _LIMITS
     with _LOCK:
+        dropped = [model for cache in _MODELS.values() for model in cache.clear()]
         _MODELS.clear()
+        _LIMITS = model_cache_limits()
+    _release(dropped)
