@@ -57,7 +57,8 @@ def slider_latency(moves: int) -> None:
     window.show()
     app.processEvents()
     image = load_image(PHOTO)
-    window.paths, window.index, window.image = [PHOTO], 0, image
+    controller = window.controller
+    controller.paths, controller.index, controller.image = [PHOTO], 0, image
     window.canvas.set_photo(image.rgb)
     viewport = window.canvas.viewport()
     rng = np.random.default_rng(0)
@@ -65,8 +66,8 @@ def slider_latency(moves: int) -> None:
           f"{viewport.width()}x{viewport.height()} px, {moves} moves")
     for backend, params in (("vegetation-index", {}), ("vit-attention", {"long_side": 518})):
         outcome = run_backend(window.segmenter, image, backend, params)
-        window._show_result(FoundResult.from_outcome(outcome))
-        window._save_timer.stop()
+        controller.show_result(FoundResult.from_outcome(outcome))
+        controller._save_timer.stop()
         time.sleep(1.0)  # let torch's worker threads stop spinning after the forward pass
         for mode in ("fill", "outline"):
             window.display_panel.overlay.setCurrentText(mode)
@@ -101,21 +102,22 @@ def slider_latency(moves: int) -> None:
 
 def next_photo_latency(app, window) -> None:
     paths = sorted(QUADRATS.glob("*.jpg")) * 3
-    window.paths = paths
+    window.controller.paths = paths
     window.thumbs.set_paths(paths)
+    loader = window.controller.loader
     viewport = window.canvas.viewport()
     results = {}
     for prefetch in (True, False):
-        window.loader._cache._items.clear()
-        window.loader._wanted = None
+        loader._cache.clear()
+        loader._wanted = None
         window.show_index(0)
         _wait(app, lambda: window.image is not None and window.image.meta.path == paths[0])
         times = []
         for index in range(1, len(paths)):
             if prefetch:
-                _wait(app, lambda i=index: window.loader.cached(paths[i]) is not None)
+                _wait(app, lambda i=index: loader.cached(paths[i]) is not None)
             else:
-                window.loader._cache._items.clear()
+                loader._cache.clear()
             start = time.perf_counter()
             window.next_image()
             _wait(app, lambda i=index: window.image is not None and window.image.meta.path == paths[i]

@@ -206,16 +206,28 @@ class PhotoController(QObject):
         self.show_result(found)
 
     def delete_key(self, key: str) -> None:
-        """Delete the stored result ``key`` of this photo; the view then shows the new current one."""
+        """Delete the stored result ``key`` of this photo; if it was shown, the new current one is shown (or none:
+        a deleted result is never recomputed behind the user's back)."""
         image = self.image
         if image is None:
             return
-        if self.result is not None and self.result.key == key:
+        shown = self.result is not None and self.result.key == key
+        if shown:
             self._dirty = False
             self._set_result(None)
-        self.jobs.submit(self.store.delete_result, image.meta, key, kind="save", lane="store",
-                         on_result=lambda _path: self.refresh_entries(),
+
+        def deleted(_path: Any) -> None:
+            self.refresh_entries()
+            if shown:
+                self.jobs.submit(load_found, self.store, image, None, kind="lookup", lane="store",
+                                 on_result=lambda found: self._current_loaded(image, found))
+
+        self.jobs.submit(self.store.delete_result, image.meta, key, kind="save", lane="store", on_result=deleted,
                          on_error=lambda exc: self.message.emit(f"not deleted: {exc}", "error"))
+
+    def _current_loaded(self, image: LoadedImage, found: FoundResult | None) -> None:
+        if image is self.image and found is not None and self.result is None:
+            self.show_result(found)
 
     def show_result(self, found: FoundResult) -> None:
         """Show ``found``: its saved threshold, else the suggestion (auto threshold, value semantics), else the

@@ -105,8 +105,9 @@ def find_result(segmenter: Segmenter, store: ResultStore, image: LoadedImage, ba
     return FoundResult.from_stored(stored) if stored is not None else None
 
 
-def load_found(store: ResultStore, image: LoadedImage, key: str) -> FoundResult | None:
-    """The stored result ``key`` of ``image`` (None if absent or stale); reads arrays, run it off the UI thread."""
+def load_found(store: ResultStore, image: LoadedImage, key: str | None) -> FoundResult | None:
+    """The stored result ``key`` of ``image`` (None: the current one); None if absent or stale. Reads arrays: run
+    it off the UI thread."""
     stored = store.load_result(image.meta.path, key, sha256=image.meta.sha256)
     return FoundResult.from_stored(stored) if stored is not None else None
 

@@ -55,7 +55,10 @@ def test_controller_runs_thresholds_saves_and_lists_without_a_window(qtbot, regi
     controller.delete_key(first_key)
     qtbot.waitUntil(lambda: bool(seen.entries[-1]) and first_key not in [e.key for e in seen.entries[-1]],
                     timeout=10000)
-    assert controller.result is None  # the deleted result is no longer shown
+    # The deleted result is no longer shown: the remaining (now current) one is, and nothing was recomputed.
+    qtbot.waitUntil(lambda: controller.result is not None, timeout=10000)
+    assert controller.result.key != first_key and controller.result.source == "store"
+    assert len(gradient_runs) == 2
     jobs.cancel_all()
     jobs.wait(5000)
 
