@@ -8,6 +8,7 @@ centimetre, used for cover areas.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,47 @@ class LabelSet:
     def default(cls) -> LabelSet:
         """A new project's classes: one class, "plant"."""
         return cls([LabelClass(1, "plant", DEFAULT_COLORS[2])])
+
+
+def merge_label_sets(sources: Sequence[tuple[str, LabelSet]]) -> LabelSet:
+    """One label set holding the classes of several projects (e.g. the folders of one export).
+
+    A class that appears in several sources with the same id and name is kept once, with the colour of
+    the first source that has it. Classes keep the order in which they are first met.
+
+    Parameters
+    ----------
+    sources : sequence of (str, LabelSet)
+        Each source's name (a folder, for the error message) and its classes.
+
+    Returns
+    -------
+    LabelSet
+        A new set; the sources are not modified.
+
+    Raises
+    ------
+    LabelError
+        Two sources disagree: one id has different names, or one name has different ids. The message names
+        both sources and every clashing class, e.g. ``id 2 is 'moss' in /a but 'lichen' in /b``.
+    """
+    merged: dict[int, tuple[LabelClass, str]] = {}
+    clashes: list[str] = []
+    for source, labels in sources:
+        for label in labels.classes:
+            known = merged.get(label.id)
+            same_name = next(((c, s) for c, s in merged.values() if c.name == label.name), None)
+            if known is not None and known[0].name != label.name:
+                clashes.append(f"id {label.id} is {known[0].name!r} in {known[1]} but {label.name!r} in {source}")
+            elif same_name is not None and same_name[0].id != label.id:
+                clashes.append(f"{label.name!r} is id {same_name[0].id} in {same_name[1]} but id {label.id} "
+                               f"in {source}")
+            elif known is None:
+                merged[label.id] = (label, source)
+    if clashes:
+        raise LabelError("the class lists clash: " + "; ".join(clashes)
+                         + " (give the classes the same ids in every folder, or export the folders separately)")
+    return LabelSet([label for label, _ in merged.values()])
 
 
 @dataclass

@@ -442,22 +442,25 @@ class MainWindow(QMainWindow):
         self.cursor_label.setText(text + (f"  score={score:.3f}" if score >= 0 else ""))
 
     def export_masks(self, out_dir: str | None = None, formats: list[str] | None = None,
-                     whole_folder: bool = True, coco_encoding: str = "rle") -> None:
+                     whole_folder: bool = True, coco_encoding: str = "rle", *, min_area: int = 0,
+                     fill_holes: int = 0) -> None:
         """Export the store's masks (edited, else the result's label map or thresholded mask) of this photo or the
-        folder in chosen formats."""
+        folder in chosen formats; ``min_area``/``fill_holes`` (pixels) clean the polygon formats."""
         if formats is None:
             dialog = ExportDialog(str(self.settings.value("mask_export_folder", "")), self)
             if not dialog.exec() or not dialog.out_dir() or not dialog.formats():
                 return
             out_dir, formats = dialog.out_dir(), dialog.formats()
             whole_folder, coco_encoding = dialog.whole_folder(), dialog.coco_encoding()
+            min_area, fill_holes = dialog.min_area(), dialog.fill_holes()
         self.settings.setValue("mask_export_folder", str(out_dir))
         self.edit.save("saved")
         self.controller.save()
         paths = self.paths if whole_folder else [p for p in [self.current_path()] if p is not None]
         project = self.edit.project
         self.jobs.submit(export_masks, paths, formats, out_dir, store=self.store, project=project,
-                         coco_encoding=coco_encoding, kind="export", lane="store",
+                         coco_encoding=coco_encoding, min_area=min_area, fill_holes=fill_holes,
+                         kind="export", lane="store",
                          on_result=lambda summary: self.messages.show_message(
                              f"{summary.line} into {out_dir} in {summary.seconds:.1f} s",
                              "info" if not summary.failed else "warning"),

@@ -179,3 +179,59 @@ def test_png_rgba_and_16bit_round_trip(tmp_path):
 def test_encode_png_rejects_unsupported_arrays():
     with pytest.raises((ValueError, cv2.error)):
         encode_png(np.zeros((4, 4, 2), np.uint8))
+
+
+# -- file mode ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and restore it afterwards."""
+    old = os.umask(0o022)
+    os.umask(old)
+
+    def set_mask(value: int) -> None:
+        os.umask(value)
+
+    yield set_mask
+    os.umask(old)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_a_new_file_gets_the_mode_open_would_give(tmp_path, umask):
+    umask(0o022)
+    assert atomic.current_umask() == 0o022
+    write_bytes_atomic(tmp_path / "shared.json", b"{}")
+    with open(tmp_path / "plain.json", "w") as handle:  # what a normal write gives, for comparison
+        handle.write("{}")
+    assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "plain.json").stat().st_mode & 0o777 == 0o644
+    umask(0o077)
+    write_json_atomic(tmp_path / "private.json", {"a": 1})
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_an_existing_file_keeps_its_mode(tmp_path, umask):
+    umask(0o022)
+    path = tmp_path / "labels.txt"
+    path.write_text("old")
+    path.chmod(0o640)
+    write_bytes_atomic(path, b"new")
+    assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o640
+    path.chmod(0o664)
+    write_png_atomic(path, np.zeros((2, 2), np.uint8))
+    assert path.stat().st_mode & 0o777 == 0o664
+    assert [p.name for p in tmp_path.iterdir()] == ["labels.txt"]  # no temporaries left
+
+
+def test_umask_falls_back_to_the_value_read_at_import(monkeypatch):
+    real_open = open
+
+    def no_proc(name, *args, **kwargs):
+        if str(name) == "/proc/self/status":
+            raise FileNotFoundError(name)
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", no_proc)
+    assert atomic.current_umask() == atomic._IMPORT_UMASK

@@ -108,10 +108,10 @@ def test_polygons_of_photo_map_rasterise_exactly(photo_map):
     assert_polygons_exact(photo_map)
     pot = label_polygons(photo_map, 2)
     assert len(pot) == 1 and len(pot[0].holes) == 1
-    hole = pot[0].holes[0].astype(int)
-    # Hole rings run through the hole's own pixels, not through the pot around it.
-    assert (photo_map[hole[:, 1], hole[:, 0]] != 2).all()
-    assert hole[:, 0].min() == 40 and hole[:, 0].max() == 59 and hole[:, 1].min() == 52
+    hole = pot[0].holes[0]
+    # Rings run along pixel edges: the hole (rows 52-57, columns 40-59) is the rectangle of their corners.
+    assert len(hole) == 4 and hole.min(axis=0).tolist() == [40, 52] and hole.max(axis=0).tolist() == [60, 58]
+    assert ring_area(pot[0].exterior) == 40 * 14 and ring_area(hole) == -20 * 6
 
 
 @FUZZ
@@ -124,9 +124,12 @@ def test_degenerate_components_survive():
     labelmap = np.zeros((9, 12), np.uint8)
     labelmap[1, 1] = 1
     labelmap[4, 2:7] = 1
-    cv2.line(labelmap, (9, 2), (11, 8), 1)
+    cv2.line(labelmap, (9, 2), (11, 8), 1)  # 8-connected steps: 4-connected regions touching at corners
     polygons = label_polygons(labelmap, 1)
-    assert sorted(len(p.exterior) for p in polygons)[:2] == [1, 2]
+    squares = sorted(map(tuple, polygons[0].exterior.tolist()))
+    assert squares == [(1, 1), (1, 2), (2, 1), (2, 2)]  # a single pixel: its four corners
+    assert all(len(p.exterior) >= 4 and not p.holes for p in polygons)
+    assert sum(ring_area(p.exterior) for p in polygons) == np.count_nonzero(labelmap)
     np.testing.assert_array_equal(rasterise(polygons, 9, 12), labelmap == 1)
 
 
@@ -343,19 +346,21 @@ def test_geojson_round_trip_of_random_maps_is_exact(labelmap):
 
 
 def test_geojson_import_by_id_multipolygon_and_new_names():
+    # Positions are pixel corners: a pixel is painted when its centre lies inside the polygon.
     square = [[1, 1], [3, 1], [3, 3], [1, 3], [1, 1]]
     document = {"type": "FeatureCollection", "features": [
         {"type": "Feature", "properties": {"class_id": 7},
-         "geometry": {"type": "MultiPolygon", "coordinates": [[square], [[[6, 0], [6, 0], [6, 0], [6, 0]]]]}},
-        {"type": "Feature", "properties": {"class_name": "lichen"},
-         "geometry": {"type": "Polygon", "coordinates": [[[2, 2], [2, 2], [2, 2], [2, 2]]]}},
+         "geometry": {"type": "MultiPolygon", "coordinates": [[square], [[[6, 0], [7, 0], [7, 1], [6, 1], [6, 0]]],
+                                                              [[[4, 4], [4, 4], [4, 4], [4, 4]]]]}},
+        {"type": "Feature", "properties": {"class_name": "lichen"},  # an open ring: closed on import
+         "geometry": {"type": "Polygon", "coordinates": [[[2, 2], [3, 2], [3, 3], [2, 3]]]}},
     ]}
     labels = LabelSet()
     labelmap = labelmap_from_geojson(document, 5, 8, labels)
     lichen = labels.by_name("lichen").id
     expected = np.zeros((5, 8), np.uint8)
-    expected[1:4, 1:4] = 7
-    expected[0, 6] = 7
+    expected[1:3, 1:3] = 7
+    expected[0, 6] = 7  # the degenerate part at (4, 4) covers no pixel centre
     expected[2, 2] = lichen
     np.testing.assert_array_equal(labelmap, expected)
 
@@ -407,12 +412,13 @@ def test_labelme_document_fields_and_round_trip(photo_map, labels):
     np.testing.assert_array_equal(paint_like_labelme(document, names), without_ignore(photo_map))
 
 
-def test_labelme_regions_crossing_each_others_holes_are_repainted(labels):
-    # The pot passes diagonally into the ring of class 1, which lies partly in the pot's holes:
-    # no order of exteriors and _background_ holes paints (2, 2) right, so a fix-up shape does.
+def test_labelme_regions_touching_diagonally_need_no_repainting(labels):
+    # 4-connected regions: the pot's two halves and its centre pixel, and the four class-1 pixels, are
+    # separate regions without holes, so painting them in any order gives the map.
     labelmap = np.array([[0, 2, 2, 2], [0, 2, 1, 2], [0, 1, 2, 1], [0, 2, 1, 2], [0, 2, 2, 2]], np.uint8)
     document = labelme_document(labelmap, labels, "x.png", 5, 4)
-    assert document["shapes"][-1] == {**document["shapes"][-1], "label": "pot", "points": [[2.0, 2.0]] * 3}
+    assert sorted(s["label"] for s in document["shapes"]) == ["Festuca rubra"] * 4 + ["pot"] * 3
+    assert all(len({tuple(p) for p in s["points"]}) == len(s["points"]) >= 4 for s in document["shapes"])
     np.testing.assert_array_equal(labelmap_from_labelme(document, labels), labelmap)
     np.testing.assert_array_equal(paint_like_labelme(document, {"pot": 2, "Festuca rubra": 1}), labelmap)
 
@@ -438,7 +444,9 @@ def test_labelme_import_of_other_shape_types_and_new_labels():
     moss, lichen = labels.by_name("moss").id, labels.by_name("lichen").id
     expected = np.zeros((12, 12), np.uint8)
     expected[1:5, 2:6] = moss
-    cv2.circle(expected, (8, 8), 2, lichen, -1)
+    circle = Image.new("1", (12, 12), 0)  # labelme's shape_to_mask: the bounding box of the circle
+    ImageDraw.Draw(circle).ellipse([6, 6, 10, 10], outline=1, fill=1)
+    expected[np.asarray(circle)] = lichen
     expected[2, 3:5] = expected[3, 4] = 0
     np.testing.assert_array_equal(labelmap, expected)
 
@@ -494,4 +502,4 @@ def test_outline_rings_are_in_the_corner_frame():
     mask = np.zeros((4, 5), bool)
     mask[1, 2] = True
     (ring,) = outline_rings(mask)
-    assert ring.min(axis=0).tolist() == [2.25, 1.25] and ring.max(axis=0).tolist() == [2.75, 1.75]
+    assert ring.min(axis=0).tolist() == [2, 1] and ring.max(axis=0).tolist() == [3, 2]

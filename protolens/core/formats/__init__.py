@@ -3,20 +3,29 @@
 Modules
 -------
 png
-    Indexed PNG label maps (pixel value = class id, palette = class colours) and ``labels.txt``.
+    ``<stem>.labels.png``: 8-bit greyscale whose values are the class ids (every PNG reader returns ids);
+    ``<stem>.color.png``: the same map as a palette PNG in the class colours, for looking at;
+    ``labels.txt`` (``id name``) and ``labels.csv`` (``id,name,r,g,b``). Old palette label PNGs still read.
+cleanup
+    ``--min-area`` / ``--fill-holes``: specks dropped and small holes filled before polygon formats.
 coco
-    COCO instance JSON: one annotation per image and class, compressed RLE or polygons.
+    COCO instance JSON: one annotation per image and class, compressed RLE or polygons along pixel
+    edges (RLE for classes with holes).
 geojson
-    GeoJSON FeatureCollection in pixel coordinates: one Polygon feature per connected region.
+    GeoJSON FeatureCollection in pixel coordinates: one Polygon feature per 4-connected region, rings
+    along pixel edges (integer corners), holes as interior rings.
 labelme
-    labelme JSON (version 5.4.1): one polygon shape per region, holes as ``_background_`` shapes.
+    labelme JSON (version 5.4.1): one polygon shape per region, holes as ``_background_`` shapes, in
+    a vertex convention that labelme's own rasteriser draws back exactly.
 cover
     Per-image cover table (pixels, cover %, cm²) and its CSV file.
 polygons
-    Shared geometry: regions of a label map to polygons and back.
+    Shared geometry: regions of a label map to polygons along pixel edges (``rasterio.features``) and
+    back; its docstring states the convention of each format.
 
 A label map is a (height, width) uint8 array of class ids: 0 background, 1..254 classes, 255 ignore.
-Pixel coordinates are (x, y), x to the right and y down, origin at the top-left corner.
+Pixel coordinates are (x, y), x to the right and y down, origin at the top-left corner of the image;
+pixel (x, y) covers [x, x+1) x [y, y+1).
 """
 
 from __future__ import annotations

@@ -9,10 +9,14 @@ Segmentation encodings:
 ``"rle"``
     Compressed RLE from ``pycocotools.mask.encode``, ``counts`` as an ASCII string. Lossless.
 ``"polygon"``
-    One flat ``[x1, y1, x2, y2, ...]`` exterior ring per connected component, in COCO's
-    pixel-corner frame (:func:`~protolens.core.formats.polygons.outline_rings`); pycocotools
-    rasterises them back to the exact pixels. COCO polygons cannot have holes, so an annotation
-    whose class region encloses other pixels is written as RLE instead. Lossless too.
+    One flat ``[x1, y1, x2, y2, ...]`` ring per region (4-connected component) of the class, along
+    the pixel edges: (x, y) with the origin at the photo's top-left corner, y down, pixel (x, y)
+    covering [x, x+1) x [y, y+1), so every vertex is an integer pixel corner (the rings of
+    :mod:`protolens.core.formats.polygons`, the same as the GeoJSON export's exteriors). Rings are
+    open (COCO closes them) and hold at least 4 vertices. pycocotools (``frPyObjects``,
+    ``annToMask``) fills exactly the pixels of such rings, so they read back exactly. COCO polygons
+    cannot carry holes, so an annotation whose class has a region enclosing other pixels (any other
+    value, background, another class or ignore) is written as RLE instead. Lossless too.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from protolens.core.formats import FormatError, check_labelmap, class_id_for, is_size, present_classes
-from protolens.core.formats.polygons import has_holes, outline_rings
+from protolens.core.formats.polygons import mask_polygons
 from protolens.core.labels import LabelSet
 
 
@@ -92,9 +96,10 @@ def coco_document(images: list[CocoImage], labels: LabelSet, encoding: str = "rl
 def _annotation(mask: np.ndarray, encoding: str) -> dict[str, Any]:
     """``segmentation``, ``area`` and ``bbox`` of one non-empty bool mask."""
     rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    polygons = mask_polygons(mask) if encoding == "polygon" else []
     segmentation: Any
-    if encoding == "polygon" and not has_holes(mask):
-        segmentation = [ring.ravel().tolist() for ring in outline_rings(mask)]
+    if polygons and not any(polygon.holes for polygon in polygons):
+        segmentation = [polygon.exterior.ravel().tolist() for polygon in polygons]
     else:
         segmentation = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
     return {"segmentation": segmentation, "area": int(np.count_nonzero(mask)),

@@ -1,16 +1,23 @@
 """GeoJSON (RFC 7946) FeatureCollection of label-map regions, in pixel coordinates.
 
-Each connected component of each class is one Feature with a Polygon geometry
+Each region (4-connected component) of each class is one Feature with a Polygon geometry
 ``[exterior, *holes]`` and properties ``class_id``, ``class_name`` and ``area_px`` (its pixel count).
-Positions are pixel (x, y) with the origin at the top-left and y down, rings through pixel centres
-(see :mod:`protolens.core.formats.polygons`); there is no CRS, the collection's ``protolens`` member
-says so. Ignore (255) and background are not exported.
+Positions are pixel (x, y) with the origin at the top-left corner of the photo and y down; rings run
+along pixel edges, so every position is an integer pixel corner and pixel (x, y) covers
+[x, x+1) x [y, y+1) (see :mod:`protolens.core.formats.polygons`). There is no CRS; the collection's
+``protolens`` member says so. Ignore (255) and background (0) pixels are not exported (they lie in
+holes or outside every feature).
 
-Rings are closed (first position repeated last) and hold at least four positions: the one-vertex
-ring of a single pixel is written as that position four times, a 1-px line as a there-and-back ring.
-Winding follows RFC 7946's right-hand rule applied to the (x, y) numbers as written: an exterior's
-signed (shoelace) area is positive, a hole's negative. Drawn over the image, with y pointing down,
-an exterior therefore turns clockwise on screen. GIS tools check and display it as counter-clockwise.
+The geometry is valid (OGC simple features: shapely ``is_valid``; the features of one class can be
+unioned) and rasterising it back, a pixel set when its centre lies inside (GDAL / rasterio
+``rasterize`` with an identity transform, or :func:`labelmap_from_geojson`), gives exactly the label
+map, ignore pixels as background. Regions are 4-connected: pixels of a class touching only at a
+corner are separate features that touch at a vertex. A hole may touch its exterior at one vertex.
+
+Rings are closed (first position repeated last) and hold at least five positions. Winding follows
+RFC 7946's right-hand rule applied to the (x, y) numbers as written: an exterior's signed (shoelace)
+area is positive, a hole's negative. Drawn over the image, with y pointing down, an exterior
+therefore turns clockwise on screen. GIS tools check and display it as counter-clockwise.
 """
 
 from __future__ import annotations
@@ -19,14 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from protolens.core.formats import FormatError, check_labelmap, class_id_for, is_size, present_classes
+from protolens.core.formats import FormatError, check_labelmap, class_id_for, is_size
 from protolens.core.formats.polygons import (
     Polygon,
-    label_polygons,
-    paint,
+    bulk_allocation,
+    labelmap_polygons,
+    paint_polygons,
     parse_ring,
-    polygon_patch,
-    ring_area,
+    position_lists,
+    ring_areas,
 )
 from protolens.core.labels import LabelSet
 
@@ -34,7 +42,7 @@ COORDINATES = "pixel (x, y), origin top-left, y down"
 
 
 def geojson_document(labelmap: np.ndarray, labels: LabelSet, image_name: str,
-                     height: int, width: int) -> dict[str, Any]:
+                     height: int, width: int, *, regions: list[tuple[int, Any]] | None = None) -> dict[str, Any]:
     """A FeatureCollection (a dict ready for ``json.dump``) of the regions of ``labelmap``.
 
     Parameters
@@ -48,6 +56,9 @@ def geojson_document(labelmap: np.ndarray, labels: LabelSet, image_name: str,
         coordinate convention.
     height, width : int
         The image size; must match ``labelmap``.
+    regions : list of (int, Polygon), optional
+        ``labelmap_polygons(labelmap)`` when the caller has traced it already (one tracing for every
+        polygon format of an export).
 
     Raises
     ------
@@ -56,16 +67,9 @@ def geojson_document(labelmap: np.ndarray, labels: LabelSet, image_name: str,
     """
     labelmap = check_labelmap(labelmap, height, width)
     height, width = int(height), int(width)
-    features = []
-    for class_id in present_classes(labelmap):
-        for polygon in label_polygons(labelmap, class_id):
-            rings = [_ring(polygon.exterior, exterior=True)] + [_ring(h, exterior=False) for h in polygon.holes]
-            area = int(np.count_nonzero(polygon_patch(polygon, height, width)[1]))
-            features.append({
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": rings},
-                "properties": {"class_id": class_id, "class_name": labels.name_of(class_id), "area_px": area},
-            })
+    regions = labelmap_polygons(labelmap) if regions is None else regions
+    with bulk_allocation():
+        features = _features(regions, labels)
     return {
         "type": "FeatureCollection",
         "protolens": {"image": image_name, "height": height, "width": width, "coordinates": COORDINATES},
@@ -73,24 +77,50 @@ def geojson_document(labelmap: np.ndarray, labels: LabelSet, image_name: str,
     }
 
 
-def _ring(points: np.ndarray, exterior: bool) -> list[list[float]]:
-    """A closed GeoJSON ring of at least four positions, wound as the module docstring says."""
-    area = ring_area(points)
-    if (area < 0) if exterior else (area > 0):
-        points = points[::-1]
-    positions = np.asarray(points, dtype=np.float64).tolist()
-    while len(positions) < 3:
-        positions.append(positions[-1])
-    return positions + [positions[0]]
+def _features(regions: list[tuple[int, Polygon]], labels: LabelSet) -> list[dict[str, Any]]:
+    """One Feature per (class id, polygon), rings closed with integer positions (converted at once)."""
+    if not regions:
+        return []
+    rings = [ring for _, polygon in regions for ring in (polygon.exterior, *polygon.holes)]
+    positions = position_lists(rings, np.int64)
+    counts = [1 + len(polygon.holes) for _, polygon in regions]
+    starts = np.cumsum([0] + counts[:-1])
+    # Exteriors have positive and holes negative areas: a polygon's sum is its pixel count.
+    areas = np.rint(np.add.reduceat(ring_areas(rings), starts)).astype(np.int64).tolist()
+    names = {class_id: labels.name_of(class_id) for class_id in {class_id for class_id, _ in regions}}
+    features = []
+    for (class_id, _), start, count, area in zip(regions, starts.tolist(), counts, areas, strict=True):
+        coordinates = [ring + ring[:1] for ring in positions[start:start + count]]
+        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": coordinates},
+                         "properties": {"class_id": class_id, "class_name": names[class_id], "area_px": area}})
+    return features
 
 
 def labelmap_from_geojson(document: dict[str, Any], height: int, width: int, labels: LabelSet) -> np.ndarray:
     """Paint the features of a FeatureCollection into a new (height, width) uint8 label map.
 
-    Features are painted in order (later on top); each Polygon or MultiPolygon is rasterised with
-    :func:`~protolens.core.formats.polygons.rasterise` (exterior filled, holes cleared, pixel-centre
-    convention). The class comes from ``properties.class_name`` (matched by name; unknown names are
-    added to ``labels``), else from ``properties.class_id`` (0..255, used as is).
+    Positions are pixel (x, y), origin at the top-left corner, y down, as the module docstring says.
+    Features are painted in order (later on top) by ``rasterio.features.rasterize`` with an identity
+    transform: pixel (x, y) takes a feature's class when its centre (x + 0.5, y + 0.5) lies inside a
+    Polygon (or a part of a MultiPolygon) and outside its holes; pixels under a hole keep what earlier
+    features painted. Files written by :func:`geojson_document` read back exactly (ignore pixels as
+    background). Rings need not be closed; rings of fewer than three positions cover nothing. The
+    class comes from ``properties.class_name`` (matched by name; unknown names are added to
+    ``labels``), else from ``properties.class_id`` (0..255, used as is).
+
+    Parameters
+    ----------
+    document : dict
+        A parsed GeoJSON FeatureCollection.
+    height, width : int
+        Size of the label map.
+    labels : LabelSet
+        Matched and extended by class name.
+
+    Returns
+    -------
+    np.ndarray
+        (height, width) uint8 class ids.
 
     Raises
     ------
@@ -105,14 +135,15 @@ def labelmap_from_geojson(document: dict[str, Any], height: int, width: int, lab
         raise FormatError("not a GeoJSON FeatureCollection with a 'features' list")
     if not (is_size(height) and is_size(width)):
         raise ValueError(f"height and width must be positive integers, not {height!r} and {width!r}")
-    labelmap = np.zeros((int(height), int(width)), np.uint8)
+    shapes: list[tuple[Polygon, int]] = []
     for number, feature in enumerate(document["features"]):
         where = f"GeoJSON feature #{number}"
         if not isinstance(feature, dict):
             raise FormatError(f"{where} is not an object")
         class_id = _feature_class(feature.get("properties"), labels, where)
-        for polygon in _feature_polygons(feature.get("geometry"), where):
-            paint(labelmap, polygon, class_id)
+        shapes += [(polygon, class_id) for polygon in _feature_polygons(feature.get("geometry"), where)]
+    labelmap = np.zeros((int(height), int(width)), np.uint8)
+    paint_polygons(labelmap, shapes)
     return labelmap
 
 

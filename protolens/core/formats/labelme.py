@@ -1,36 +1,61 @@
-"""labelme JSON (the format of labelme 5.4.1).
+"""labelme JSON (the format of labelme 5.4.1, read by labelme 6 too).
 
-labelme polygons have no holes. Each connected component of each class becomes a polygon shape
-labelled with the class name, followed immediately by one ``_background_`` shape per hole (the name
-``labelme2voc`` paints as background). Rings run through pixel centres
-(:mod:`protolens.core.formats.polygons`), the convention of labelme's own rasteriser (PIL's
-``ImageDraw.polygon`` with outline), so painting the shapes in order reproduces the label map
-exactly. Shapes are ordered by decreasing polygon area, which puts every region before the regions
-inside its holes; the few pixels no order paints right (regions of two classes that cross into
-each other's holes diagonally) are repainted at the end by 1-px row shapes. Rings of fewer than
-three vertices (single pixels, 1-px lines) repeat their last vertex, as labelme wants three points
-per polygon. Ignore (255) and background are not exported: ignore pixels come back as background.
+labelme polygons have no holes. Each region (4-connected component, see
+:mod:`protolens.core.formats.polygons`) of each class becomes a polygon shape labelled with the class
+name, followed immediately by one ``_background_`` shape per hole (the name ``labelme2voc`` paints as
+background). Shapes are ordered by decreasing exterior area, which puts every region before the
+regions inside its holes, so painting the shapes in order, as labelme's ``shapes_to_label`` does,
+reproduces the label map exactly. Ignore (255) and background are not exported: ignore pixels come
+back as background.
+
+Vertex convention
+-----------------
+Points are (x, y), origin top-left, y down, in labelme's pixel frame: the centre of pixel (x, y) is at
+the integer point (x, y). labelme rasterises a polygon with PIL (``ImageDraw.polygon(points, fill=1,
+outline=1)``), which converts vertices to integers before drawing, fills the integer points inside
+and draws the outline through integer points. Each ring is therefore the region's pixel-edge ring
+moved 3/8 px into the area it bounds (:func:`~protolens.core.formats.polygons.inset_ring`) and then
+by (-3/8, -3/8): every coordinate is p or p + 1/4 where p is the pixel at that corner of the ring.
+Truncating (current Pillow), flooring or rounding it gives p, so PIL draws the ring through the
+centres of the region's boundary pixels, and its outline and fill cover exactly the region's pixels
+(for a hole ring, the hole's). Read as exact geometry, the ring holds the centres of exactly those
+pixels too (inside it or on its top and left edges).
+
+Every ring keeps the 4 or more distinct vertices of the edge-traced ring (single pixels and 1-px lines
+included) and no later vertex equals the first; labelme rings are implicitly closed, so the first
+vertex is not repeated. Opening and saving a file in labelme 5.4.1, which drops points equal to the
+first of a shape, thus changes nothing.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-import cv2
 import numpy as np
+from PIL import Image, ImageDraw
 
-from protolens.core.formats import FormatError, check_labelmap, class_id_for, is_size, present_classes
-from protolens.core.formats.polygons import Polygon, label_polygons, paint, parse_ring, ring_area
-from protolens.core.labels import BACKGROUND, IGNORE, LabelSet
+from protolens.core.formats import FormatError, check_labelmap, class_id_for, is_size
+from protolens.core.formats.polygons import (
+    bulk_allocation,
+    inset_rings,
+    labelmap_polygons,
+    parse_ring,
+    position_lists,
+    ring_areas,
+)
+from protolens.core.labels import LabelSet
 
 LABELME_VERSION = "5.4.1"
 BACKGROUND_LABEL = "_background_"
 #: Shape types that mark points or lines, not areas; they are skipped on import.
 SKIPPED_SHAPES = ("point", "line", "linestrip", "points")
+#: How far labelme rings run inside the pixel edges, before the shift (see the module docstring).
+INSET = 0.375
 
 
 def labelme_document(labelmap: np.ndarray, labels: LabelSet, image_path: str,
-                     height: int, width: int) -> dict[str, Any]:
+                     height: int, width: int, *, regions: list[tuple[int, Any]] | None = None) -> dict[str, Any]:
     """A labelme document (a dict ready for ``json.dump``) of the regions of ``labelmap``.
 
     Parameters
@@ -43,12 +68,15 @@ def labelme_document(labelmap: np.ndarray, labels: LabelSet, image_path: str,
         ``imagePath``: the photo's path relative to the JSON file, as labelme stores it.
     height, width : int
         The image size; must match ``labelmap``.
+    regions : list of (int, Polygon), optional
+        ``labelmap_polygons(labelmap)`` when the caller has traced it already.
 
     Returns
     -------
     dict
-        ``version``, ``flags``, ``shapes``, ``imagePath``, ``imageData`` (None: the photo is not
-        embedded), ``imageHeight``, ``imageWidth``.
+        ``version``, ``flags``, ``shapes`` (polygons in the vertex convention of the module
+        docstring), ``imagePath``, ``imageData`` (None: the photo is not embedded), ``imageHeight``,
+        ``imageWidth``.
 
     Raises
     ------
@@ -56,56 +84,43 @@ def labelme_document(labelmap: np.ndarray, labels: LabelSet, image_path: str,
         ``labelmap`` is not (height, width) uint8.
     """
     labelmap = check_labelmap(labelmap, height, width)
-    height, width = int(height), int(width)
-    regions = [(class_id, polygon)
-               for class_id in present_classes(labelmap) for polygon in label_polygons(labelmap, class_id)]
-    regions.sort(key=lambda region: -abs(ring_area(region[1].exterior)))
-    painting = []
-    for class_id, polygon in regions:
-        painting.append((class_id, polygon.exterior))
-        painting += [(BACKGROUND, hole) for hole in polygon.holes]
-    target = np.where(labelmap == IGNORE, BACKGROUND, labelmap).astype(np.uint8)
-    painting += _fixes(painting, target)
-    shapes = [_shape(BACKGROUND_LABEL if value == BACKGROUND else labels.name_of(value), ring)
-              for value, ring in painting]
+    regions = labelmap_polygons(labelmap) if regions is None else regions
+    order = np.argsort(-ring_areas([polygon.exterior for _, polygon in regions]), kind="stable")
+    with bulk_allocation():
+        painting = []
+        for index in order.tolist():
+            class_id, polygon = regions[index]
+            painting.append((labels.name_of(class_id), polygon.exterior))
+            painting += [(BACKGROUND_LABEL, hole) for hole in polygon.holes]
+        points = position_lists(labelme_points_of([ring for _, ring in painting]))
+        shapes = [{"label": label, "points": ring, "group_id": None, "description": "", "shape_type": "polygon",
+                   "flags": {}, "mask": None} for (label, _), ring in zip(painting, points, strict=True)]
     return {"version": LABELME_VERSION, "flags": {}, "shapes": shapes, "imagePath": image_path,
-            "imageData": None, "imageHeight": height, "imageWidth": width}
+            "imageData": None, "imageHeight": int(height), "imageWidth": int(width)}
 
 
-def _fixes(painting: list[tuple[int, np.ndarray]], target: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """Row runs (1-px line rings) that repaint the pixels ``painting`` gets wrong.
-
-    With 8-connected regions of every class, a region can pass diagonally into another's hole while
-    that other lies partly in its own hole; no order of exteriors and holes then paints every pixel
-    right. Such pixels are rare; they are painted last, one run of equal target pixels per row.
-    """
-    painted = np.zeros_like(target)
-    for value, ring in painting:
-        paint(painted, Polygon(ring), value)
-    ys, xs = np.nonzero(painted != target)
-    values = target[ys, xs]
-    breaks = np.flatnonzero((np.diff(ys) != 0) | (np.diff(xs) != 1) | (np.diff(values) != 0)) + 1
-    starts, ends = np.r_[0, breaks], np.r_[breaks, len(xs)] - 1
-    return [(int(values[a]), np.array([[xs[a], ys[a]], [xs[b], ys[b]]], np.float64))
-            for a, b in zip(starts, ends, strict=True) if len(xs)]
+def labelme_points(ring: np.ndarray) -> np.ndarray:
+    """labelme points (N, 2) float64 (x, y) of an edge-traced (N, 2) ring; see the module docstring."""
+    return labelme_points_of([ring])[0]
 
 
-def _shape(label: str, ring: np.ndarray) -> dict[str, Any]:
-    points = np.asarray(ring, dtype=np.float64).tolist()
-    while len(points) < 3:
-        points.append(points[-1])
-    return {"label": label, "points": points, "group_id": None, "description": "", "shape_type": "polygon",
-            "flags": {}, "mask": None}
+def labelme_points_of(rings: list[np.ndarray]) -> list[np.ndarray]:
+    """:func:`labelme_points` of many rings, computed at once."""
+    return [ring - INSET for ring in inset_rings(rings, INSET)]
 
 
 def labelmap_from_labelme(document: dict[str, Any], labels: LabelSet, height: int | None = None,
                           width: int | None = None) -> np.ndarray:
     """Paint the shapes of a labelme document, in order, into a new uint8 label map.
 
-    "polygon" shapes (and shapes without a type) are filled in the pixel-centre convention,
-    "rectangle" from two corner points, "circle" from its centre and a point on the rim; "point",
-    "line" and "linestrip" shapes are skipped. ``_background_`` (and "background") paints 0, other
-    labels their class in ``labels``, added if unknown.
+    Shapes are drawn as labelme's ``shape_to_mask`` draws them, with PIL and ``outline=1, fill=1``
+    (pixel centres at integer (x, y) points, origin top-left, y down): "polygon" shapes (and shapes
+    without a type) with ``ImageDraw.polygon``, "rectangle" from two corner points with
+    ``ImageDraw.rectangle``, "circle" from its centre and a point on the rim with
+    ``ImageDraw.ellipse``; "point", "line" and "linestrip" shapes are skipped. Unlike labelme,
+    polygons of one or two points are accepted (drawn as a point or a line). ``_background_`` (and
+    "background") paints 0, other labels their class in ``labels``, added if unknown. Documents
+    written by :func:`labelme_document` read back exactly (ignore pixels as background).
 
     Parameters
     ----------
@@ -149,16 +164,32 @@ def labelmap_from_labelme(document: dict[str, Any], labels: LabelSet, height: in
 
 
 def _paint_shape(labelmap: np.ndarray, kind: str, points: np.ndarray, value: int, where: str) -> None:
-    """Paint one area shape (polygon, rectangle or circle) into ``labelmap`` in place."""
-    if kind == "polygon":
-        return paint(labelmap, Polygon(points), value)
-    if kind not in ("rectangle", "circle"):
+    """Paint one area shape (polygon, rectangle or circle) into ``labelmap`` in place, as labelme does."""
+    if kind not in ("polygon", "rectangle", "circle"):
         raise FormatError(f"{where}: unsupported shape type {kind!r}")
-    if len(points) != 2:
+    if kind != "polygon" and len(points) != 2:
         raise FormatError(f"{where}: a {kind} needs exactly two points, not {len(points)}")
-    if kind == "rectangle":
-        (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
-        return paint(labelmap, Polygon(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])), value)
-    centre = np.rint(points[0]).astype(int)
-    radius = int(round(float(np.hypot(*(points[1] - points[0])))))
-    cv2.circle(labelmap, (int(centre[0]), int(centre[1])), radius, int(value), thickness=-1)
+    if kind == "polygon":
+        box = np.concatenate([points, points[:1]]) if len(points) == 1 else points
+    elif kind == "rectangle":
+        box = np.array([points.min(axis=0), points.max(axis=0)])
+    else:
+        radius = math.hypot(*(points[1] - points[0]))
+        box = np.array([points[0] - radius, points[0] + radius])
+    height, width = labelmap.shape
+    # Draw on the window around the shape only. Shifting by whole pixels from a non-negative origin
+    # keeps what PIL draws, however it turns coordinates into integers.
+    x0, y0 = (max(0, math.floor(v)) for v in box.min(axis=0))
+    x1, y1 = (min(size, math.floor(v) + 2) for v, size in zip(box.max(axis=0), (width, height), strict=True))
+    if x1 <= x0 or y1 <= y0:
+        return
+    mask = Image.new("1", (x1 - x0, y1 - y0), 0)
+    draw = ImageDraw.Draw(mask)
+    xy = [(float(x), float(y)) for x, y in box - (x0, y0)]
+    if kind == "polygon":
+        draw.polygon(xy, outline=1, fill=1)
+    elif kind == "rectangle":
+        draw.rectangle(xy, outline=1, fill=1)
+    else:
+        draw.ellipse(xy, outline=1, fill=1)
+    labelmap[y0:y1, x0:x1][np.asarray(mask)] = value

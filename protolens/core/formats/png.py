@@ -1,13 +1,29 @@
-"""Indexed PNG label maps and ``labels.txt``.
+"""PNG label maps, their colour twins, ``labels.txt`` and ``labels.csv``.
 
-The PNG is a palette image (Pillow mode "P"): pixel values are class ids and the 256-entry palette
-is :meth:`LabelSet.palette` (background black, ignore white, classes their colours, unused ids grey),
-so the file opens as a coloured overlay in any viewer and as class ids in any PNG reader.
-``labels.txt`` names the ids: "0 background", one "<id> <name>" line per class, "255 ignore".
+An export writes two PNGs per photo (see :mod:`protolens.services.annotations`):
+
+``<stem>.labels.png``
+    8-bit **greyscale** (Pillow mode "L", PNG colour type 0) whose pixel values are the class ids: 0 background,
+    1..254 classes, 255 ignore. Every PNG reader returns these values as they are: Pillow, OpenCV
+    (``cv2.imread`` with ``IMREAD_UNCHANGED`` or ``IMREAD_GRAYSCALE``; its default ``IMREAD_COLOR`` repeats the
+    id in three channels), ``imageio``, scikit-image and rasterio. Training code for VOC-style datasets and
+    mmsegmentation, which read label PNGs with Pillow, gets the ids too. A palette PNG would not do: OpenCV,
+    imageio and scikit-image expand a palette to colours, so only Pillow and rasterio would see ids.
+``<stem>.color.png``
+    The same map as a palette image (Pillow mode "P", palette :meth:`LabelSet.palette`: background black,
+    ignore white, classes their colours, unused ids grey), for looking at. Pillow reads its pixel values as
+    ids too, but other readers see colours: train on ``.labels.png``.
+
+:func:`read_label_png` reads both kinds, and the palette ``.labels.png`` files of earlier protolens versions.
+
+``labels.txt`` names the ids: "0 background", one "<id> <name>" line per class, "255 ignore" (a name may
+contain spaces: split each line once, at the first space). ``labels.csv`` adds the colours: header
+``id,name,r,g,b``, one row per id of ``labels.txt``, the colours of ``<stem>.color.png``.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -19,8 +35,36 @@ from protolens.core.formats import FormatError, check_labelmap
 from protolens.core.labels import BACKGROUND, IGNORE, LabelSet
 
 
+def encode_id_png(labelmap: np.ndarray) -> bytes:
+    """PNG bytes of ``labelmap`` as an 8-bit greyscale image whose pixel values are the class ids.
+
+    Parameters
+    ----------
+    labelmap : np.ndarray
+        (height, width) uint8 class ids, row 0 at the top.
+
+    Raises
+    ------
+    ValueError
+        ``labelmap`` is not a 2-D uint8 array.
+    """
+    array = np.ascontiguousarray(check_labelmap(labelmap))
+    height, width = array.shape
+    buffer = io.BytesIO()
+    Image.frombytes("L", (width, height), array.tobytes()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_id_png(path: str | Path, labelmap: np.ndarray) -> None:
+    """Write :func:`encode_id_png` (``<stem>.labels.png``) to ``path`` atomically (raises ``StoreWriteError``)."""
+    write_bytes_atomic(path, encode_id_png(labelmap))
+
+
 def encode_label_png(labelmap: np.ndarray, labels: LabelSet) -> bytes:
-    """PNG bytes of ``labelmap`` as an indexed image whose palette is ``labels.palette()``.
+    """PNG bytes of ``labelmap`` as an indexed image whose palette is ``labels.palette()`` (the colour twin).
+
+    Pixel values are the class ids, but only Pillow and rasterio return them; other readers return the
+    palette colours (see the module docstring). Exports write this as ``<stem>.color.png``.
 
     Parameters
     ----------
@@ -44,7 +88,7 @@ def encode_label_png(labelmap: np.ndarray, labels: LabelSet) -> bytes:
 
 
 def write_label_png(path: str | Path, labelmap: np.ndarray, labels: LabelSet) -> None:
-    """Write :func:`encode_label_png` to ``path`` atomically (raises ``StoreWriteError``)."""
+    """Write :func:`encode_label_png` (the palette colour twin) to ``path`` atomically (raises ``StoreWriteError``)."""
     write_bytes_atomic(path, encode_label_png(labelmap, labels))
 
 
@@ -61,10 +105,31 @@ def write_labels_txt(path: str | Path, labels: LabelSet) -> None:
     write_bytes_atomic(path, labels_txt(labels).encode("utf-8"))
 
 
+def labels_csv(labels: LabelSet) -> str:
+    """The ``labels.csv`` text: header ``id,name,r,g,b``, then background, the classes in id order and ignore.
+
+    The colours are those of ``labels.palette()`` (the ``<stem>.color.png`` palette), 0..255 each.
+    """
+    palette = labels.palette()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "name", "r", "g", "b"])
+    ids = [BACKGROUND, *sorted(c.id for c in labels.classes), IGNORE]
+    for class_id in ids:
+        writer.writerow([class_id, labels.name_of(class_id), *map(int, palette[class_id])])
+    return buffer.getvalue()
+
+
+def write_labels_csv(path: str | Path, labels: LabelSet) -> None:
+    """Write :func:`labels_csv` to ``path`` as UTF-8, atomically (raises ``StoreWriteError``)."""
+    write_bytes_atomic(path, labels_csv(labels).encode("utf-8"))
+
+
 def read_label_png(path: str | Path, labels: LabelSet | None = None) -> np.ndarray:
     """Read a label map from a PNG (or any image Pillow reads losslessly).
 
-    Palette and grey images give their pixel values as class ids. RGB and RGBA images (alpha is
+    Grey images (``<stem>.labels.png``) and palette images (``<stem>.color.png``, and the palette
+    ``.labels.png`` of earlier protolens versions) give their pixel values as class ids. RGB and RGBA images (alpha is
     ignored) are mapped to ids by exact colour match against ``labels.palette()``: black is
     background, white is ignore, each class colour its id (if two share a colour, the lowest id
     wins; the grey of unused ids matches nothing).
