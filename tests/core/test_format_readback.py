@@ -369,3 +369,19 @@ def test_patches_and_holes_agree_with_rasterise():
     assert [has_holes(labelmap == c) for c in (1, 2, 3)] == [True, True, True]
     diamond = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], bool)  # encloses nothing 4-connected
     assert not has_holes(diamond) and len(label_polygons(diamond.astype(np.uint8), 1)) == 4
+
+
+def test_geojson_of_an_earlier_protolens_still_reads_back_exactly():
+    """Files written before pixel-edge tracing (vertices at pixel centres, no ``vertices`` member) read back in
+    their own convention: the fixture was written by the previous release's exporter."""
+    from protolens.core.formats.geojson import labelmap_from_geojson
+    from protolens.core.labels import LabelSet
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "geojson_v1"
+    document = json.loads((fixture / "synthetic.geojson").read_text())
+    expected = np.load(fixture / "synthetic.npy")
+    assert "vertices" not in document["protolens"]
+    labels = LabelSet.default()
+    labels.add("moss")
+    got = labelmap_from_geojson(document, 12, 16, labels)
+    np.testing.assert_array_equal(got, np.where(expected == 255, 0, expected))

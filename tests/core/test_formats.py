@@ -312,7 +312,8 @@ def test_geojson_round_trip_of_photo_map_is_exact(photo_map, labels):
     document = json.loads(json.dumps(geojson_document(photo_map, labels, "a.jpg", 66, 100)))
     assert document["type"] == "FeatureCollection" and "crs" not in document
     assert document["protolens"] == {"image": "a.jpg", "height": 66, "width": 100,
-                                     "coordinates": "pixel (x, y), origin top-left, y down"}
+                                     "coordinates": "pixel (x, y), origin top-left, y down",
+                                     "vertices": "pixel corners"}
     back = labelmap_from_geojson(document, 66, 100, make_labels())
     np.testing.assert_array_equal(back, without_ignore(photo_map))
     assert back[0, 0] == 0 and back[53, 42] == 0

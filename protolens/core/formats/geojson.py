@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
 from protolens.core.formats import FormatError, check_labelmap, class_id_for, is_size
@@ -39,6 +40,9 @@ from protolens.core.formats.polygons import (
 from protolens.core.labels import LabelSet
 
 COORDINATES = "pixel (x, y), origin top-left, y down"
+VERTICES = "pixel corners"
+"""Written in the ``protolens`` member: vertices at pixel corners (rings along pixel edges). protolens files
+without it (written before sidecar/2) put vertices at pixel centres; they are read in that convention."""
 
 
 def geojson_document(labelmap: np.ndarray, labels: LabelSet, image_name: str,
@@ -72,7 +76,8 @@ def geojson_document(labelmap: np.ndarray, labels: LabelSet, image_name: str,
         features = _features(regions, labels)
     return {
         "type": "FeatureCollection",
-        "protolens": {"image": image_name, "height": height, "width": width, "coordinates": COORDINATES},
+        "protolens": {"image": image_name, "height": height, "width": width, "coordinates": COORDINATES,
+                      "vertices": VERTICES},
         "features": features,
     }
 
@@ -100,6 +105,8 @@ def labelmap_from_geojson(document: dict[str, Any], height: int, width: int, lab
     """Paint the features of a FeatureCollection into a new (height, width) uint8 label map.
 
     Positions are pixel (x, y), origin at the top-left corner, y down, as the module docstring says.
+    Files of earlier protolens versions (a ``protolens`` member without ``vertices``) put vertices at pixel
+    centres and are read in that convention, exactly as they were written.
     Features are painted in order (later on top) by ``rasterio.features.rasterize`` with an identity
     transform: pixel (x, y) takes a feature's class when its centre (x + 0.5, y + 0.5) lies inside a
     Polygon (or a part of a MultiPolygon) and outside its holes; pixels under a hole keep what earlier
@@ -143,8 +150,34 @@ def labelmap_from_geojson(document: dict[str, Any], height: int, width: int, lab
         class_id = _feature_class(feature.get("properties"), labels, where)
         shapes += [(polygon, class_id) for polygon in _feature_polygons(feature.get("geometry"), where)]
     labelmap = np.zeros((int(height), int(width)), np.uint8)
+    if _centre_vertices(document):
+        for polygon, class_id in shapes:
+            _paint_centre_polygon(labelmap, polygon, class_id)
+        return labelmap
     paint_polygons(labelmap, shapes)
     return labelmap
+
+
+def _centre_vertices(document: dict[str, Any]) -> bool:
+    """A file of an earlier protolens, whose vertices are pixel centres (see :data:`VERTICES`)."""
+    member = document.get("protolens")
+    return isinstance(member, dict) and "image" in member and "vertices" not in member
+
+
+def _paint_centre_polygon(labelmap: np.ndarray, polygon: Polygon, value: int) -> None:
+    """Paint a polygon of an earlier protolens file: vertex (x, y) was the centre of pixel (x, y); a pixel was
+    the polygon's when its centre lay inside or on the exterior and neither inside nor on a hole ring, which
+    ``cv2.fillPoly`` draws exactly (single-vertex rings and zero-area lines included)."""
+    def fill(ring: np.ndarray) -> np.ndarray:
+        mask = np.zeros(labelmap.shape, np.uint8)
+        points = np.rint(np.asarray(ring, np.float64)).astype(np.int32).reshape(-1, 1, 2)
+        cv2.fillPoly(mask, [points], 1)
+        return mask.astype(bool)
+
+    inside = fill(polygon.exterior)
+    for hole in polygon.holes:
+        inside &= ~fill(hole)
+    labelmap[inside] = value
 
 
 def _feature_class(properties: Any, labels: LabelSet, where: str) -> int:
