@@ -158,6 +158,20 @@ def load_array_bytes(data: bytes) -> Any:
     raise AssertionError("unreachable")
 
 
+def load_npz_arrays(data: bytes) -> dict[str, np.ndarray]:
+    """Every array of ``.npz`` bytes, never unpickling objects; member headers are parsed lazily, so the
+    spurious ``SystemError`` of :func:`load_array_bytes` is retried here too. Raises ``ValueError``,
+    ``OSError`` or ``zipfile.BadZipFile`` for damaged data."""
+    for attempt in range(5):
+        try:
+            with load_array_bytes(data) as archive:
+                return {name: archive[name] for name in archive.files}
+        except SystemError:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
 def read_npy(path: str | Path) -> np.ndarray:
     """Read a ``.npy`` file without unpickling objects (see :func:`load_array_bytes`)."""
     with open(path, "rb") as handle:

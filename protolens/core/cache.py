@@ -26,6 +26,8 @@ import diskcache
 import numpy as np
 from diskcache.core import DBNAME, MODE_BINARY, MODE_RAW
 
+from protolens.core.atomic import load_npz_arrays
+
 T = TypeVar("T")
 
 DEFAULT_DISK_CACHE_BYTES = 2 * 1024**3
@@ -202,9 +204,8 @@ def _decode(blob: object) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The arrays and metadata of an entry; raises ValueError (or whatever zipfile/numpy raise) if corrupt."""
     if not isinstance(blob, bytes) or not blob.startswith(b"PK\x03\x04"):
         raise ValueError("not an npz archive")
-    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files if name != "__meta__"}
-        meta = json.loads(bytes(data["__meta__"]).decode("utf-8"))
+    arrays = load_npz_arrays(blob)
+    meta = json.loads(bytes(arrays.pop("__meta__")).decode("utf-8"))
     if not isinstance(meta, dict):
         raise ValueError("metadata is not a JSON object")
     return arrays, meta
@@ -291,18 +292,15 @@ class DiskCache:
             return None
         if blob is None:
             return None
-        for _attempt in range(3):
-            try:
-                return _decode(blob)
-            except SystemError:
-                # numpy parses .npy headers with ast.literal_eval, which CPython 3.11 can fail
-                # spuriously when threads parse at once ("AST constructor recursion depth mismatch",
-                # python/cpython#106905): not damage, so retry, and never delete for it.
-                continue
-            except Exception:  # noqa: BLE001 - a damaged archive makes zipfile/numpy/json raise many types
-                self._discard(cache, key, blob)
-                return None
-        return None
+        try:
+            return _decode(blob)
+        except SystemError:
+            # Still the spurious thread-parsing error after load_npz_arrays' retries
+            # (python/cpython#106905): not damage, so never delete for it.
+            return None
+        except Exception:  # noqa: BLE001 - a damaged archive makes zipfile/numpy/json raise many types
+            self._discard(cache, key, blob)
+            return None
 
     def _discard(self, cache: diskcache.Cache, key: str, seen: object) -> None:
         """Delete ``key`` if it still holds the damaged value ``seen`` (another process may have rewritten it)."""

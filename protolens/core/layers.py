@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from protolens.core.atomic import load_array_bytes
+from protolens.core.atomic import load_array_bytes, load_npz_arrays
 
 Reader = Callable[[str], bytes]
 """Reads a stored file by its suffix (the part after ``<photo name>.<result key>.``)."""
@@ -31,25 +31,10 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _load_npy(data: bytes) -> np.ndarray:
-    return load_array_bytes(data)
-
-
 def _npz(**arrays: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
-
-
-def _load_npz(data: bytes) -> dict[str, np.ndarray]:
-    for attempt in range(5):  # member headers are parsed lazily: retry the spurious SystemError there too
-        try:
-            with load_array_bytes(data) as archive:
-                return {name: archive[name] for name in archive.files}
-        except SystemError:
-            if attempt == 4:
-                raise
-    raise AssertionError("unreachable")
 
 
 def _resize_nearest(values: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -95,7 +80,7 @@ class LabelMap:
 
     @classmethod
     def from_files(cls, entry: dict[str, Any], read: Reader, image_size: tuple[int, int]) -> LabelMap:
-        return cls(_load_npy(read(entry["file"])), list(entry["classes"]), image_size)
+        return cls(load_array_bytes(read(entry["file"])), list(entry["classes"]), image_size)
 
 
 @dataclass
@@ -139,7 +124,7 @@ class Regions:
 
     @classmethod
     def from_files(cls, entry: dict[str, Any], read: Reader, image_size: tuple[int, int]) -> Regions:
-        arrays = _load_npz(read(entry["file"]))
+        arrays = load_npz_arrays(read(entry["file"]))
         n, rows, cols = entry["shape"]
         masks = np.unpackbits(arrays["packed"], axis=1, count=rows * cols).reshape(n, rows, cols).astype(bool)
         return cls(masks, list(entry["labels"]), arrays["scores"], image_size)
@@ -202,7 +187,7 @@ class Keypoints:
 
     @classmethod
     def from_files(cls, entry: dict[str, Any], read: Reader, image_size: tuple[int, int]) -> Keypoints:
-        arrays = _load_npz(read(entry["file"]))
+        arrays = load_npz_arrays(read(entry["file"]))
         return cls(arrays["xy"], list(entry["labels"]), arrays["scores"], list(entry["groups"]), arrays["pairs"],
                    arrays["pair_scores"])
 
@@ -297,7 +282,7 @@ def heatmaps_to_files(heatmaps: dict[str, Any]) -> tuple[dict[str, Any], dict[st
 def heatmaps_from_files(entry: dict[str, Any], read: Reader, image_size: tuple[int, int]) -> dict[str, Any]:
     from protolens.core.types import Heatmap
 
-    arrays = _load_npz(read(entry["file"]))
+    arrays = load_npz_arrays(read(entry["file"]))
     return {name: Heatmap(arrays[f"h{i}"], image_size) for i, name in enumerate(entry["names"])}
 
 

@@ -11,6 +11,19 @@ import numpy as np
 from protolens.core.layers import Keypoints, LabelMap, Regions, ResultLayers, ScoresTable
 
 
+def fit_grid(image_size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """The (rows, cols) grid with the aspect of an image of ``image_size`` = (height, width) pixels and the
+    longer side at most ``max_side`` cells, never larger than the image; each side at least 1.
+
+    Raises ``ValueError`` for a non-positive size.
+    """
+    height, width = int(image_size[0]), int(image_size[1])
+    if height <= 0 or width <= 0 or max_side <= 0:
+        raise ValueError(f"image size {image_size} and max_side {max_side} must be positive")
+    scale = min(1.0, max_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 @dataclass(frozen=True)
 class Heatmap:
     """A per-image score map in [0, 1], stored at its native resolution.

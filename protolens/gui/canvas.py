@@ -16,6 +16,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsRectItem
 
+from protolens.core.types import fit_grid
 from protolens.gui.mask_overlay import MaskOverlayItem, threshold_index
 
 OVERLAY_MODES = ("fill", "outline", "none")
@@ -38,9 +39,7 @@ def display_map(values: np.ndarray, image_size: tuple[int, int], max_side: int =
     The display grid has the photo's aspect ratio with its longer side at most ``max_side`` (bilinear
     from patch grids, area-averaged from full-resolution maps), so the drawn mask matches the exported one.
     """
-    height, width = image_size
-    scale = min(1.0, max_side / max(height, width))
-    rows, cols = max(1, round(height * scale)), max(1, round(width * scale))
+    rows, cols = fit_grid(image_size, max_side)
     src = np.asarray(values, np.float32)
     if src.shape != (rows, cols):
         shrink = rows < src.shape[0] and cols < src.shape[1]

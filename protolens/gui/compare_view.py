@@ -87,6 +87,7 @@ class CompareView(QWidget):
         super().__init__(parent)
         self.controller, self.jobs, self.settings = controller, jobs, settings
         self.keys: list[str | None] = [None] * 9
+        self.entries: list[Any] = []
         self.data: dict[int, LoadedPane] = {}
         self._cache: LRUCache = LRUCache(maxsize=72)
         self._correlations: LRUCache = LRUCache(maxsize=512)  # (photo sha256, key A, key B) -> (r, rho)
@@ -206,7 +207,7 @@ class CompareView(QWidget):
 
     def _fill_keys(self) -> bool:
         """Give panes without a result the photo's results in order (repeating if fewer); True if any changed."""
-        entries = getattr(self, "entries", [])
+        entries = self.entries
         changed = False
         for index in range(self.count):
             if self.keys[index] is None and entries:

@@ -13,6 +13,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF
 from PySide6.QtGui import QColor
 
+from protolens.core.types import fit_grid
+
 PALETTE = np.array([(0, 0, 0), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
                     (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207), (174, 199, 232),
                     (255, 187, 120), (152, 223, 138), (255, 152, 150)], np.uint8)
@@ -31,9 +33,7 @@ def class_rgba(ids: np.ndarray, alpha: int = 140) -> np.ndarray:
 
 
 def _display_grid(values: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    height, width = image_size
-    scale = min(1.0, MAX_SIDE / max(height, width))
-    rows, cols = max(1, round(height * scale)), max(1, round(width * scale))
+    rows, cols = fit_grid(image_size, MAX_SIDE)
     if values.shape[:2] == (rows, cols):
         return values
     return cv2.resize(values, (cols, rows), interpolation=cv2.INTER_NEAREST)

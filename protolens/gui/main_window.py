@@ -364,18 +364,14 @@ class MainWindow(QMainWindow):
         self._params[self.backend_panel.current_id()] = values
         self._inputs_changed()
 
-    def _inputs_changed(self) -> None:
+    def _inputs_changed(self, *, look_up: bool = True) -> None:
         bp = self.backend_panel
-        self.controller.set_inputs(bp.current_id(), bp.form.values(), bp.weights_path() or None)
+        self.controller.set_inputs(bp.current_id(), bp.form.values(), bp.weights_path() or None, look_up=look_up)
 
     def run_current(self) -> None:
         """Run the selected backend on the current photo (cancelling a run in progress)."""
-        self._inputs_changed_silently()
+        self._inputs_changed(look_up=False)
         self.controller.run()
-
-    def _inputs_changed_silently(self) -> None:
-        bp = self.backend_panel
-        self.controller.set_inputs(bp.current_id(), bp.form.values(), bp.weights_path() or None, look_up=False)
 
     def cancel_run(self) -> None:
         self.edit.editor.cancel_path()

@@ -235,19 +235,9 @@ RESERVED_STEMS = ("provenance", "annotations.coco")
 def export_stems_for(files: list[Path]) -> dict[Path, str]:
     """The stem of each photo's files: :func:`protolens.services.batch.export_stems` (the rule of
     ``protolens segment --out``: the stem, the full file name when stems clash case-insensitively, then
-    ``-2``, ``-3``), except that a stem that would overwrite an export-wide file (``provenance.json``,
-    ``annotations.coco.json``) becomes the full file name (``provenance.jpg.json``), then ``-2``, ``-3``."""
-    stems = export_stems(files)
-    taken = {stem.lower() for stem in stems.values()} | set(RESERVED_STEMS)
-    for path, stem in stems.items():
-        if stem.lower() in RESERVED_STEMS:
-            candidate, number = path.name, 1
-            while candidate.lower() in taken:
-                number += 1
-                candidate = f"{path.name}-{number}"
-            taken.add(candidate.lower())
-            stems[path] = candidate
-    return stems
+    ``-2``, ``-3``), with the export-wide files' stems (``provenance.json``, ``annotations.coco.json``)
+    reserved, so a photo ``provenance.jpg`` writes ``provenance.jpg.json``."""
+    return export_stems(files, reserved=RESERVED_STEMS)
 
 
 def photo_names(files: list[Path]) -> dict[Path, str]:

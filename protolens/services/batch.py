@@ -65,7 +65,7 @@ def skipped_text(skipped: list[tuple[Path, str]], label: str = "skipped") -> str
     return f"{label} {len(skipped)}: {', '.join(names)}"
 
 
-def export_stems(paths: list[Path]) -> dict[Path, str]:
+def export_stems(paths: list[Path], *, reserved: Iterable[str] = ()) -> dict[Path, str]:
     """The name stem of each photo's export files (``<stem>.mask.png``, ``<stem>.heatmap.npy``, ``<stem>.json``).
 
     The rule, so that no photo of a batch overwrites another's files in the one output folder:
@@ -81,6 +81,9 @@ def export_stems(paths: list[Path]) -> dict[Path, str]:
     ----------
     paths : list of Path
         The photos of one batch, in batch order.
+    reserved : iterable of str
+        Stems already used by files of the whole batch (``provenance``): a photo with such a stem uses its
+        full file name, as if its stem clashed.
 
     Returns
     -------
@@ -90,12 +93,14 @@ def export_stems(paths: list[Path]) -> dict[Path, str]:
     counts: dict[str, int] = {}
     for path in paths:
         counts[path.stem.lower()] = counts.get(path.stem.lower(), 0) + 1
+    reserved = {name.lower() for name in reserved}
+    taken = set(reserved)
     stems: dict[Path, str] = {}
-    taken: set[str] = set()
     for path in paths:
         if path in stems:
             continue
-        stem = path.stem if counts[path.stem.lower()] == 1 else path.name
+        unique = counts[path.stem.lower()] == 1 and path.stem.lower() not in reserved
+        stem = path.stem if unique else path.name
         candidate, number = stem, 1
         while candidate.lower() in taken:
             number += 1

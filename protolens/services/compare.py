@@ -36,6 +36,7 @@ from protolens.core.atomic import write_json_atomic, write_png_atomic
 from protolens.core.errors import ParamError, StoreWriteError
 from protolens.core.records import ImageMeta, ResultRecord, utc_now
 from protolens.core.thresholds import heatmap_threshold
+from protolens.core.types import fit_grid
 from protolens.services.results import FoundResult
 from protolens.services.segment import LoadedImage
 
@@ -68,13 +69,9 @@ def compare_grid(image_size: tuple[int, int], max_side: int = COMPARE_MAX_SIDE) 
     """The common (rows, cols) grid of a photo of ``image_size`` = (height, width) pixels.
 
     The photo's aspect ratio with the longer side ``max_side`` cells, never larger than the photo itself;
-    each side at least 1. Raises ``ValueError`` for a non-positive size.
+    each side at least 1 (:func:`protolens.core.types.fit_grid`). Raises ``ValueError`` for a non-positive size.
     """
-    height, width = int(image_size[0]), int(image_size[1])
-    if height <= 0 or width <= 0 or max_side <= 0:
-        raise ValueError(f"image size {image_size} and max_side {max_side} must be positive")
-    scale = min(1.0, max_side / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    return fit_grid(image_size, max_side)
 
 
 @dataclass

@@ -173,14 +173,6 @@ class Segmenter:
                                  weights_id, weights_sha, kind=manifest.kind)
         return backend, values, ctx, cache_key(image.meta.sha256, outcome.key), outcome
 
-    def key_for(self, image: LoadedImage, backend_id: str, params: Mapping[str, Any] | None = None, *,
-                weights_path: str | Path | None = None, allow_random_weights: bool = False) -> str:
-        """The result key these inputs give (weights hashed, parameters validated); never runs a model.
-
-        Raises the same errors as :meth:`run` for an unknown backend, bad parameters or missing weights.
-        """
-        return self._prepare(image, backend_id, params, weights_path, None, allow_random_weights)[-1].key
-
     def _cached(self, key: str) -> BackendResult | None:
         cached = self.memory.get(key)
         if cached is None and self.disk_cache is not None:

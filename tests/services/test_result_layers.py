@@ -52,7 +52,7 @@ def test_cache_store_and_cli_share_one_key(registry, photo_folder, tmp_path):
     image = load_image(photo_folder / "a_meadow.jpg")
     store = ResultStore()
     segment_paths([image.meta.path], "test-gradient", {"steps": 3}, segmenter=segmenter, store=store)
-    key = segmenter.key_for(image, "test-gradient", {"steps": 3})
+    key, _cached = segmenter.lookup_keyed(image, "test-gradient", {"steps": 3})
     assert [e.key for e in store.list_results(image.meta.path)] == [key]
     assert segmenter.disk_cache.get(cache_key(image.meta.sha256, key)) is not None
     found = find_result(Segmenter(registry, disk_cache=None), store, image, "test-gradient", {"steps": 3})

@@ -48,11 +48,7 @@ def encode_id_png(labelmap: np.ndarray) -> bytes:
     ValueError
         ``labelmap`` is not a 2-D uint8 array.
     """
-    array = np.ascontiguousarray(check_labelmap(labelmap))
-    height, width = array.shape
-    buffer = io.BytesIO()
-    Image.frombytes("L", (width, height), array.tobytes()).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return _encode(labelmap, "L")
 
 
 def write_id_png(path: str | Path, labelmap: np.ndarray) -> None:
@@ -78,10 +74,16 @@ def encode_label_png(labelmap: np.ndarray, labels: LabelSet) -> bytes:
     ValueError
         ``labelmap`` is not a 2-D uint8 array.
     """
+    return _encode(labelmap, "P", labels.palette().tobytes())
+
+
+def _encode(labelmap: np.ndarray, mode: str, palette: bytes | None = None) -> bytes:
+    """PNG bytes of a checked (height, width) uint8 map in PIL ``mode`` ("L" or "P" with an RGB palette)."""
     array = np.ascontiguousarray(check_labelmap(labelmap))
     height, width = array.shape
-    image = Image.frombytes("P", (width, height), array.tobytes())
-    image.putpalette(labels.palette().tobytes(), rawmode="RGB")
+    image = Image.frombytes(mode, (width, height), array.tobytes())
+    if palette is not None:
+        image.putpalette(palette, rawmode="RGB")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
