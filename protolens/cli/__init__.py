@@ -17,7 +17,22 @@ app = typer.Typer(name="protolens", no_args_is_help=True, add_completion=False,
 
 
 def _register() -> None:
-    from protolens.cli import attention, backends, compare, export, gui, results, segment, tokens, weights  # noqa: F401 - commands register themselves
+    from protolens.cli import (  # noqa: F401 - commands register themselves
+        attention,
+        backends,
+        compare,
+        epochs,
+        evaluate,
+        export,
+        gui,
+        prototypes,
+        results,
+        segment,
+        species,
+        tokens,
+        train,
+        weights,
+    )
 
 
 def _is_click_error(exc: BaseException) -> bool:

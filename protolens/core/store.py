@@ -255,7 +255,8 @@ class ResultStore:
     def _read_entry(self, data: dict[str, Any], entry: dict[str, Any], folder: Path) -> StoredResult:
         record = ResultRecord.from_json(entry)
         size = (data["image"]["height"], data["image"]["width"])
-        heatmap = Heatmap(read_npy(folder / entry["heatmap"]["file"]), size)
+        heatmap = Heatmap(read_npy(folder / entry["heatmap"]["file"]), size,
+                          entry["heatmap"].get("interpolation", "linear"))
         mask = None
         if "mask" in entry and (folder / entry["mask"]["file"]).exists():
             from protolens.core.imageio import read_mask
@@ -344,7 +345,7 @@ class ResultStore:
         entry = record.to_json()
         entry["files_prefix"] = prefix
         entry["heatmap"] = {"file": f"{prefix}heatmap.npy", "shape": list(heatmap.values.shape),
-                            "resolution": "native"}
+                            "resolution": "native", "interpolation": heatmap.interpolation}
         entry["mask"] = {"file": f"{prefix}mask.png"}
         if probability is not None:
             write_npy_atomic(folder / f"{prefix}probability.npy", probability.values)

@@ -37,20 +37,26 @@ class Heatmap:
         (rows, cols) float32 in [0, 1] at native resolution (patch grid or full resolution).
     image_size : tuple of int
         (height, width) of the photo in pixels.
+    interpolation : str
+        How the map is enlarged: ``"linear"`` (bilinear; attention over patches) or ``"nearest"`` (one
+        constant block per cell, e.g. crop scores of prototype guidance, whose mask is whole crops).
     """
 
     values: np.ndarray
     image_size: tuple[int, int]
+    interpolation: str = "linear"
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=np.float32)
         if values.ndim != 2:
             raise ValueError(f"heatmap values must be 2-D (rows, cols), got shape {values.shape}")
+        if self.interpolation not in ("linear", "nearest"):
+            raise ValueError(f"heatmap interpolation must be linear or nearest, not {self.interpolation!r}")
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "image_size", (int(self.image_size[0]), int(self.image_size[1])))
 
     def resized(self, height: int, width: int) -> np.ndarray:
-        """The map resampled to (height, width): bilinear when enlarging, area-averaging when shrinking.
+        """The map resampled to (height, width): bilinear (or nearest) when enlarging, area-averaging when shrinking.
 
         Returns (height, width) float32 in [0, 1].
         """
@@ -58,7 +64,8 @@ class Heatmap:
         if (rows, cols) == (height, width):
             return self.values
         shrink = height < rows and width < cols
-        out = cv2.resize(self.values, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        enlarge = cv2.INTER_NEAREST if self.interpolation == "nearest" else cv2.INTER_LINEAR
+        out = cv2.resize(self.values, (width, height), interpolation=cv2.INTER_AREA if shrink else enlarge)
         return np.clip(out, 0.0, 1.0, out=out)
 
     def full_resolution(self) -> np.ndarray:

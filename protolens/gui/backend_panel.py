@@ -1,4 +1,10 @@
-"""The model panel: backend picker, generated parameter form, weights, Run/Cancel and progress."""
+"""The model panel: backend picker, generated parameter form, weights, Run/Cancel and progress.
+
+The weights row shows for backends with downloadable weights (a catalogue, ``manifest.weights``) and for
+backends whose weights are a file of the user's (``manifest.weights_file``, a label such as "epoch checkpoint or
+run folder"; the browse button then picks a file or a folder). Such a backend keeps its own weights path; the
+catalogue backends share one, as before.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMenu,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -22,6 +29,7 @@ from PySide6.QtWidgets import (
 from protolens.gui.param_form import ParamForm
 from protolens.models.registry import BackendEntry
 
+CACHE_PLACEHOLDER = "local Hugging Face cache"
 
 class BackendPanel(QGroupBox):
     """Signals: ``backend_changed(id)``, ``params_changed(dict)``, ``run_requested``, ``cancel_requested``,
@@ -51,11 +59,18 @@ class BackendPanel(QGroupBox):
         weights_layout = QHBoxLayout(self.weights_row)
         weights_layout.setContentsMargins(0, 0, 0, 0)
         self.weights_edit = QLineEdit()
-        self.weights_edit.setPlaceholderText("local Hugging Face cache")
+        self.weights_edit.setObjectName("weights_edit")
+        self.weights_edit.setPlaceholderText(CACHE_PLACEHOLDER)
         self.weights_edit.editingFinished.connect(lambda: self.weights_changed.emit(self.weights_edit.text().strip()))
-        browse = QPushButton("…")
+        self.browse_button = browse = QPushButton("…")
         browse.setToolTip("Choose a weights file")
         browse.clicked.connect(self._browse)
+        self.browse_menu = QMenu(self)
+        self.browse_menu.addAction("Checkpoint file…", self._browse)
+        self.browse_menu.addAction("Run folder…", self._browse_folder)
+        self._weights_label = ""
+        self._weights_slot = ""
+        self._weights_memory: dict[str, str] = {}
         self.download_button = QPushButton("Download…")
         self.download_button.clicked.connect(self.download_requested)
         weights_layout.addWidget(QLabel("Weights"))
@@ -117,7 +132,42 @@ class BackendPanel(QGroupBox):
         manifest = entry.manifest
         self.form.set_specs(manifest.params if manifest else (), values)
         self.description.setText(manifest.description if manifest else (entry.error or ""))
-        self.weights_row.setVisible(bool(manifest and manifest.weights))
+        label = str(getattr(manifest, "weights_file", "") or "") if manifest else ""
+        self._swap_weights(entry.id if label else "")
+        self._weights_label = label
+        self.weights_edit.setPlaceholderText(label or CACHE_PLACEHOLDER)
+        self.weights_edit.setToolTip(label or "A local weights file; empty = the local Hugging Face cache")
+        self.browse_button.setMenu(self.browse_menu if label else None)
+        self.browse_button.setToolTip("Choose a file or a folder" if label else "Choose a weights file")
+        self.download_button.setVisible(bool(manifest and manifest.weights))
+        self.weights_row.setVisible(bool(manifest and (manifest.weights or label)))
+
+    def _swap_weights(self, slot: str) -> None:
+        """Keep the weights path of a backend with its own weights files (slot = its id; "" = shared slot)."""
+        if slot != self._weights_slot:
+            self._weights_memory[self._weights_slot] = self.weights_edit.text()
+            self.weights_edit.setText(self._weights_memory.get(slot, ""))
+            self._weights_slot = slot
+
+    def own_weights(self) -> dict[str, str]:
+        """{backend id: weights path} of the backends with their own weights files (for the settings)."""
+        memory = {**self._weights_memory, self._weights_slot: self.weights_edit.text()}
+        return {slot: path for slot, path in memory.items() if slot and path}
+
+    def set_own_weights(self, paths: dict[str, str]) -> None:
+        """Restore :meth:`own_weights` (before or after the backend is shown)."""
+        for slot, path in paths.items():
+            if not slot:
+                continue
+            if slot == self._weights_slot:
+                self.weights_edit.setText(str(path))
+            else:
+                self._weights_memory[slot] = str(path)
+
+    def set_weights_path(self, path: str) -> None:
+        """Use ``path`` as the current backend's weights (emits ``weights_changed``)."""
+        self.weights_edit.setText(str(path))
+        self.weights_changed.emit(self.weights_path())
 
     def set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
@@ -136,7 +186,13 @@ class BackendPanel(QGroupBox):
         self.backend_changed.emit(self.current_id())
 
     def _browse(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Weights file", "", "Weights (*.safetensors *.pth *.pt *.bin)")
+        title = self._weights_label or "Weights file"
+        path, _ = QFileDialog.getOpenFileName(self, title, self.weights_path(),
+                                              "Weights (*.safetensors *.pth *.pt *.bin)")
         if path:
-            self.weights_edit.setText(path)
-            self.weights_changed.emit(path)
+            self.set_weights_path(path)
+
+    def _browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, self._weights_label or "Weights folder", self.weights_path())
+        if path:
+            self.set_weights_path(path)

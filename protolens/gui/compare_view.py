@@ -83,6 +83,9 @@ def shrink_photo(rgb: Any, max_side: int = PHOTO_MAX_SIDE) -> Any:
 class CompareView(QWidget):
     """The Compare grid over a :class:`~protolens.gui.controller.PhotoController` (see the module docstring)."""
 
+    settings_prefix = "compare"
+    """Prefix of the settings this view persists (``<prefix>_layout``); views built on it use their own."""
+
     def __init__(self, controller: Any, jobs: Any, settings: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.controller, self.jobs, self.settings = controller, jobs, settings
@@ -106,7 +109,7 @@ class CompareView(QWidget):
                 pane.canvas.view.setYLink(self.panes[0].canvas.view)
         controller.photo_changed.connect(self._photo_changed)
         controller.results_listed.connect(self._entries)
-        self.set_layout(str(settings.value("compare_layout", "2×2")))
+        self.set_layout(str(settings.value(f"{self.settings_prefix}_layout", "2×2")))
 
     # --- construction ----------------------------------------------------------------------------
     def _build(self) -> None:
@@ -155,7 +158,7 @@ class CompareView(QWidget):
         rows, cols = LAYOUTS.get(name, (2, 2))
         if self.layout_combo.currentText() != name and name in LAYOUTS:
             self.layout_combo.setCurrentText(name)
-        self.settings.setValue("compare_layout", name)
+        self.settings.setValue(f"{self.settings_prefix}_layout", name)
         for pane in (*self.panes, self.difference_pane):
             self.grid.removeWidget(pane)
             pane.setVisible(False)

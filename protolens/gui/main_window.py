@@ -1,13 +1,16 @@
 """The main window: composes the panels and the views over one :class:`PhotoController`.
 
 The main view shows the controller's result over the photo (titled with backend, weights and key parameters,
-or "no result"); View ▸ Compare (Ctrl+K) swaps in a grid of synchronised panes over the same photo. The
+or "no result"); View ▸ Compare (Ctrl+K) swaps in a grid of synchronised panes over the same photo, and
+File ▸ Open training run… the checkpoint comparison of a run's epochs (choosing an epoch makes its checkpoint
+the weights of the prototype-guided backend). Model ▸ Train prototype ViT… trains one, watched live. The
 controller owns the per-photo state and flow; this window only wires widgets to it. Nothing slow runs on
 the UI thread.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from protolens.core.errors import BackendUnavailableError
 from protolens.core.imageio import is_image_path, list_images
+from protolens.core.runs import RunFolder
 from protolens.core.store import ResultStore
 from protolens.gui.backend_panel import BackendPanel
 from protolens.gui.canvas import ImageCanvas
@@ -37,12 +41,25 @@ from protolens.gui.layer_overlay import LayerOverlay
 from protolens.gui.message_bar import MessageBar
 from protolens.gui.results_panel import ResultsPanel
 from protolens.gui.settings import add_recent_folder, open_settings, recent_folders
+from protolens.gui.species_panel import SpeciesPanel
 from protolens.gui.thumbnails import ThumbnailStrip
 from protolens.gui.workers import JobRunner
 from protolens.models.registry import Registry
 from protolens.services.annotations import export_masks
 from protolens.services.results import FoundResult
 from protolens.services.segment import Segmenter
+
+GUIDED_BACKEND = "prototype-guided"
+"""The backend whose weights are a training run's epoch checkpoint."""
+
+
+def _json_dict(text: Any) -> dict[str, str]:
+    """A {str: str} dict from a settings value holding JSON ({} when absent or damaged)."""
+    try:
+        data = json.loads(str(text))
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 class MainWindow(QMainWindow):
@@ -62,6 +79,8 @@ class MainWindow(QMainWindow):
         self.folder: Path | None = None
         self._params: dict[str, dict[str, Any]] = {}
         self.compare: Any = None
+        self.epochs_view: Any = None
+        self.train_dialog: Any = None
         self._build_widgets()
         self._build_menus()
         self._connect()
@@ -120,12 +139,14 @@ class MainWindow(QMainWindow):
         self.backend_panel = BackendPanel()
         self.display_panel = DisplayPanel()
         self.results_panel = ResultsPanel()
+        self.species_panel = SpeciesPanel(self.canvas)
         self.edit = EditSession(self.canvas, self.jobs, self.store, self.messages, self.controller, self,
                                 history_bytes=int(self.settings.value("history_mb", 256)) * 1024**2,
                                 autosave_ms=int(self.settings.value("autosave_ms", 3000)))
         side = QWidget()
         side_layout = QVBoxLayout(side)
-        for panel in (self.backend_panel, self.display_panel, self.results_panel, self.edit.panel):
+        for panel in (self.backend_panel, self.display_panel, self.results_panel, self.species_panel,
+                      self.edit.panel):
             side_layout.addWidget(panel)
         side_layout.addStretch(1)
         scroll = QScrollArea()
@@ -163,6 +184,7 @@ class MainWindow(QMainWindow):
         file_menu = bar.addMenu("&File")
         self._action(file_menu, "Open folder…", self.choose_folder, QKeySequence.StandardKey.Open)
         self.recent_menu = file_menu.addMenu("Open recent")
+        self._action(file_menu, "Open training run…", self.open_training_run)
         self._action(file_menu, "Export mask + heatmap…", self.export_current, "Ctrl+E")
         file_menu.addSeparator()
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
@@ -173,12 +195,16 @@ class MainWindow(QMainWindow):
         self._action(model, "Run", self.run_current, "Ctrl+R")
         self._action(model, "Cancel", self.cancel_run, "Esc")
         self._action(model, "Download weights…", self.open_weights_dialog)
+        model.addSeparator()
+        self._action(model, "Train prototype ViT…", self.open_train_dialog)
         edit = bar.addMenu("&Edit")
         self.edit.add_actions(edit, self)
         self._action(edit, "Export masks…", self.export_masks, "Ctrl+Shift+E")
         view = bar.addMenu("&View")
         self.compare_action = self._action(view, "Compare", self.toggle_compare, "Ctrl+K")
         self.compare_action.setCheckable(True)
+        self.epochs_action = self._action(view, "Training run epochs", self.toggle_epochs, "Ctrl+Shift+K")
+        self.epochs_action.setCheckable(True)
         self._action(view, "Fit photo", self.canvas.fit, "0")
         self._action(view, "Toggle heatmap", lambda: self.display_panel.show_heatmap.toggle(), "H")
 
@@ -232,6 +258,7 @@ class MainWindow(QMainWindow):
         self.display_panel.colormap.setCurrentText(str(s.value("colormap", "inferno")))
         self.display_panel.opacity.setValue(float(s.value("opacity", 0.5)))
         self.display_panel.overlay.setCurrentText(str(s.value("overlay", "fill")))
+        self.backend_panel.set_own_weights(_json_dict(s.value("backend_weights", "{}")))
         self.canvas.set_heatmap_opacity(self.display_panel.opacity.value())
         self._backend_changed(self.backend_panel.current_id())
         geometry = s.value("geometry")
@@ -317,6 +344,7 @@ class MainWindow(QMainWindow):
         """Show ``found`` over the photo, titled; or clear the heatmap and say there is no result."""
         self.results_panel.show_result(found)
         self.layers.show(found)
+        self.species_panel.show_result(found)
         # The manifest's kind decides the view: a segmentation's class overlay stands for the threshold mask;
         # heatmaps and explanations keep the mask (explanations add their keypoints and scores table).
         self.canvas.set_mask_suppressed(found is not None and found.record.kind == "segmentation"
@@ -402,7 +430,16 @@ class MainWindow(QMainWindow):
         self.settings.setValue("export_folder", str(out_dir))
         self.controller.export(out_dir)
 
-    # --- compare ---------------------------------------------------------------------------------
+    # --- compare and the epochs of a training run ----------------------------------------------------
+    def _show_page(self, page: QWidget | None) -> None:
+        """Show ``page`` (the Compare grid or the epochs view) instead of the main view; None = the main view."""
+        page = page if page is not None else self.views.widget(0)
+        self.views.setCurrentWidget(page)
+        self.compare_action.setChecked(page is self.compare)
+        self.epochs_action.setChecked(page is self.epochs_view)
+        if page is not self.views.widget(0):
+            page.activate()
+
     def toggle_compare(self, checked: bool | None = None) -> None:
         """Show the Compare grid instead of the main view (View ▸ Compare, Ctrl+K), or go back."""
         if self.compare is None:
@@ -411,10 +448,74 @@ class MainWindow(QMainWindow):
             self.compare = CompareView(self.controller, self.jobs, self.settings)
             self.views.addWidget(self.compare)
         show = self.views.currentWidget() is not self.compare if checked is None else bool(checked)
-        self.views.setCurrentWidget(self.compare if show else self.views.widget(0))
-        self.compare_action.setChecked(show)
-        if show:
-            self.compare.activate()
+        self._show_page(self.compare if show else None)
+
+    def _ensure_epochs_view(self) -> Any:
+        """The checkpoint comparison view (created on first use), or None when it cannot be loaded."""
+        if self.epochs_view is None:
+            try:
+                from protolens.gui.epochs_view import EpochsView
+            except ImportError as exc:
+                self.messages.error(f"the checkpoint comparison view is not available: {exc}")
+                return None
+            self.epochs_view = EpochsView(self.controller, self.jobs, self.settings)
+            self.epochs_view.epoch_chosen.connect(self.use_checkpoint)
+            self.views.addWidget(self.epochs_view)
+        return self.epochs_view
+
+    def toggle_epochs(self, checked: bool | None = None) -> None:
+        """Show the epochs of the training run opened last (View ▸ Training run epochs), or go back."""
+        if self.epochs_view is None:
+            self.epochs_action.setChecked(False)
+            self.open_training_run()
+            return
+        show = self.views.currentWidget() is not self.epochs_view if checked is None else bool(checked)
+        self._show_page(self.epochs_view if show else None)
+
+    def open_training_run(self, path: str | Path | None = None) -> None:
+        """Open a training run folder in the checkpoint comparison view (File ▸ Open training run…)."""
+        if not path:
+            path = QFileDialog.getExistingDirectory(self, "Open a training run folder",
+                                                    str(self.settings.value("last_run_folder", "")))
+            if not path:
+                return
+        path = Path(path).expanduser()
+        if not RunFolder.is_run(path):
+            self.messages.error(f"{path} is not a training run folder (no config.json)")
+            return
+        view = self._ensure_epochs_view()
+        if view is None:
+            return
+        self.settings.setValue("last_run_folder", str(path))
+        self._show_page(view)
+        view.open_run(path)
+
+    def use_checkpoint(self, checkpoint: str, epoch: int) -> None:
+        """Make ``checkpoint`` (an epoch of a run) the weights of the prototype-guided backend for the next run;
+        the result's provenance records it (weights file and sha256)."""
+        panel = self.backend_panel
+        index = panel.combo.findData(GUIDED_BACKEND)
+        if index < 0:
+            self.messages.error(f"the {GUIDED_BACKEND} backend is not installed: epoch {epoch} not used")
+            return
+        panel.combo.setCurrentIndex(index)  # shows its form and weights row (backend_changed)
+        panel.set_weights_path(str(checkpoint))
+        self.messages.show_message(f"{GUIDED_BACKEND} now uses epoch {epoch}: {checkpoint}", "info")
+
+    def open_train_dialog(self) -> None:
+        """Model ▸ Train prototype ViT…: the training dialog (one per window; it stays while training)."""
+        if self.train_dialog is None:
+            from protolens.gui.train_dialog import TrainDialog
+
+            self.train_dialog = TrainDialog(self.segmenter, self.jobs, self.settings, parent=self,
+                                            allow_random_weights=self.controller.allow_random_weights)
+            self.train_dialog.compare_requested.connect(self.open_training_run)
+            self.train_dialog.finished_training.connect(lambda summary: self.messages.show_message(
+                f"training finished: {summary.run_dir} has {summary.epoch} epochs (Compare epochs… in the Train "
+                "dialog, or File ▸ Open training run…)", "info"))
+        self.train_dialog.show()
+        self.train_dialog.raise_()
+        self.train_dialog.activateWindow()
 
     # --- weights, status, closing ----------------------------------------------------------------
     def open_weights_dialog(self) -> None:
@@ -471,6 +572,7 @@ class MainWindow(QMainWindow):
         s.setValue("colormap", self.display_panel.colormap.currentText())
         s.setValue("opacity", self.display_panel.opacity.value())
         s.setValue("overlay", self.display_panel.overlay.currentText())
+        s.setValue("backend_weights", json.dumps(self.backend_panel.own_weights()))
         self.jobs.cancel_all()
         self.jobs.wait(5000)
         super().closeEvent(event)

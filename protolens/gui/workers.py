@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import inspect
+from collections.abc import Callable, Generator
 from typing import Any
 
 from PySide6.QtCore import QObject, QThreadPool, Signal
 from superqt.utils import GeneratorWorker, WorkerBase, create_worker
 
 from protolens.core.jobs import CancelToken
+
+
+class JobRuntimeError(Exception):
+    """A ``RuntimeError`` raised by a generator job (torch raises them), re-raised under another type.
+
+    superqt's GeneratorWorker takes a ``RuntimeError`` from the generator for "the worker was deleted": it warns
+    and never emits ``errored`` or ``finished``, so the job would stay active forever.
+    """
+
+
+def _reraise_runtime_errors(func: Callable[..., Generator[Any, Any, Any]]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        try:
+            return (yield from func(*args, **kwargs))
+        except RuntimeError as exc:
+            raise JobRuntimeError(f"{type(exc).__name__}: {exc}") from exc
+    return wrapper
 
 
 class Job:
@@ -53,6 +73,8 @@ class JobRunner(QObject):
         result store, so a look-up never overtakes the save before it); other jobs run concurrently.
         """
         token = token or CancelToken()
+        if inspect.isgeneratorfunction(func):
+            func = _reraise_runtime_errors(func)
         worker = create_worker(func, *args, _start_thread=False, _ignore_errors=True, **kwargs)
         job = Job(worker, token, kind)
         if on_result is not None:

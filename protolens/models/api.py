@@ -9,6 +9,7 @@ A backend is a class deriving from :class:`Backend`, named by a manifest (``plug
     entry = "backend:VegetationIndex" # module (relative to the plugin folder) : class
     requires = ["cv2"]                # modules that must be importable (checked without importing)
     weights_param = "model"           # optional: the parameter that selects a [weights.*] entry
+    weights_file = "Run folder"       # optional: the backend takes a weights file or folder the user chooses
     [params.NAME]                     # typed parameters, see protolens.core.params
     [weights.NAME]                    # hf_repo, filename, size_bytes, licence, sha256 (optional)
 
@@ -81,6 +82,9 @@ class BackendManifest:
     weights_param: str | None = None
     requires: tuple[str, ...] = ()
     source: str = ""
+    weights_file: str = ""
+    """A label saying the backend takes a weights file or folder chosen by the user (``ctx.weights_path``), e.g.
+    "Training checkpoint (epoch_###.safetensors) or run folder"; empty when it needs none or uses a catalogue."""
 
     def param(self, name: str) -> ParamSpec:
         """The spec of parameter ``name``; raises ``KeyError``."""
@@ -196,6 +200,12 @@ _LAZY = {
     "autocast": "protolens.models.device",
     "resolve_weights": "protolens.models.weights",
     "weights_sha256": "protolens.models.weights",
+    "tile_tokens_key": "protolens.models.prototype.inference",
+    "resolve_backbone": "protolens.models.prototype.inference",
+    "load_narrow_vit": "protolens.models.prototype.inference",
+    "received_attention_grid": "protolens.models.prototype.inference",
+    "load_classifier": "protolens.models.prototype.classifier",
+    "classify_cells": "protolens.models.prototype.classifier",
 }
 
 

@@ -64,7 +64,7 @@ def parse_manifest(data: dict[str, Any], source: str) -> BackendManifest:
         id=data["id"], name=data["name"], version=str(data["version"]), kind=data["kind"], entry=data["entry"],
         description=data.get("description", ""), params=tuple(parse_param_specs(data.get("params", {}))),
         weights=weights, weights_param=data.get("weights_param"), requires=tuple(data.get("requires", ())),
-        source=source,
+        source=source, weights_file=str(data.get("weights_file", "")),
     )
 
 

@@ -72,7 +72,8 @@ class SegmentOutcome:
     def probability(self) -> Heatmap | None:
         """The backend's probability map (``extras["probability"]``) as a heatmap, if it gave one."""
         values = self.result.extras.get("probability")
-        return None if values is None else Heatmap(values, self.result.heatmap.image_size)
+        return None if values is None else Heatmap(values, self.result.heatmap.image_size,
+                                                   self.result.heatmap.interpolation)
 
     def record(self, threshold: float | None = None, semantics: str = "value",
                probability_threshold: float | None = None) -> ResultRecord:
@@ -101,7 +102,8 @@ def _to_cache(result: BackendResult) -> tuple[dict[str, np.ndarray], dict[str, A
     arrays = {"heatmap": result.heatmap.values, **{f"extra.{k}": v for k, v in result.extras.items()}}
     entries, files = result.layers().to_files()
     arrays.update({f"layer.{name}": np.frombuffer(data, np.uint8) for name, data in files.items()})
-    meta = {"image_size": list(result.heatmap.image_size), "suggested_threshold": result.suggested_threshold,
+    meta = {"image_size": list(result.heatmap.image_size), "interpolation": result.heatmap.interpolation,
+            "suggested_threshold": result.suggested_threshold,
             "info": result.info, "layers": entries}
     return arrays, meta
 
@@ -110,7 +112,8 @@ def _from_cache(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> BackendR
     extras = {k[len("extra."):]: v for k, v in arrays.items() if k.startswith("extra.")}
     size = tuple(meta["image_size"])
     layers = ResultLayers.from_files(meta.get("layers") or {}, lambda name: arrays[f"layer.{name}"].tobytes(), size)
-    return BackendResult(Heatmap(arrays["heatmap"], size), meta.get("suggested_threshold"), extras,
+    heatmap = Heatmap(arrays["heatmap"], size, meta.get("interpolation", "linear"))
+    return BackendResult(heatmap, meta.get("suggested_threshold"), extras,
                          dict(meta.get("info", {})), layers.heatmaps, layers.label_map, layers.regions,
                          layers.keypoints, layers.scores_table)
 

@@ -121,7 +121,7 @@ def test_files_and_sidecar_schema(photo, meta):
     entry = data["results"][key]
     assert entry["key"] == key and entry["kind"] == "heatmap"
     assert entry["heatmap"] == {"file": f"robin.jpg.{key}.heatmap.npy", "shape": [23, 37],
-                                "resolution": "native"}
+                                "resolution": "native", "interpolation": "linear"}
     assert entry["mask"] == {"file": f"robin.jpg.{key}.mask.png"}
     assert entry["threshold"] == {"value": 0.5, "semantics": "value", "heatmap_threshold": 0.5}
     stored = np.load(folder / f"robin.jpg.{key}.heatmap.npy")
@@ -456,3 +456,17 @@ def test_sha256_file_and_json(tmp_path):
     assert sha256_file(ROBIN) == hashlib.sha256(ROBIN.read_bytes()).hexdigest()
     assert sha256_json({"b": 1, "a": [1, 2]}) == sha256_json({"a": [1, 2], "b": 1})
     assert sha256_json({"a": 1}) != sha256_json({"a": 2})
+
+
+def test_a_block_heatmap_keeps_its_nearest_interpolation(meta, photo):
+    """Crop scores (prototype guidance) are stored at the crop grid and enlarged as whole blocks, mask included."""
+    values = np.array([[0.2, 0.9], [0.7, 0.1]], np.float32)
+    heatmap = Heatmap(values, (254, 380), "nearest")
+    full = heatmap.full_resolution()
+    assert set(np.unique(full).tolist()) == set(values.ravel().tolist())  # no blending at block edges
+    ResultStore().save_result(meta, _record(threshold=0.5), heatmap)
+    loaded = ResultStore().load_result(photo)
+    assert loaded.heatmap.interpolation == "nearest" and loaded.heatmap.values.shape == (2, 2)
+    np.testing.assert_array_equal(loaded.mask, full >= 0.5)
+    with pytest.raises(ValueError):
+        Heatmap(values, (254, 380), "cubic")

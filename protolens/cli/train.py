@@ -1,0 +1,156 @@
+"""``protolens train``: train models into run folders; ``prototype-vit`` is the narrow ViT of arXiv 2512.19957.
+
+``--backbone`` is the vit-attention backend's ``model`` parameter and ``--precision`` its ``precision`` (help
+and choices from its ``plugin.toml``); the work is :func:`protolens.services.training.train_prototype_vit`.
+Rerunning the same command on the same ``--out`` resumes after the last completed epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from protolens.cli import app
+from protolens.cli.common import backend_specs, registry, with_backend_options
+from protolens.core.jobs import CancelToken
+from protolens.core.runs import RunFolder
+from protolens.services.pipeline import Tiling
+from protolens.services.segment import Segmenter, drain
+from protolens.services.tokens import BACKEND, DEFAULT_MODEL
+from protolens.services.training import PHASE_TOKENS, train_prototype_vit
+
+train_app = typer.Typer(name="train", no_args_is_help=True, add_completion=False,
+                        help="Train models into run folders (config.json, epoch_###.safetensors, metrics.jsonl).")
+app.add_typer(train_app, name="train")
+
+_INDICATORS = (("entropy", "entropy"), ("border_share", "border"), ("iou_previous", "IoU prev"))
+
+
+def epoch_line(record: dict[str, Any], run: RunFolder) -> str:
+    """``epoch 2: loss 0.0123, entropy 0.981, border 0.25, IoU prev 0.8 -> RUN/epoch_002.safetensors``."""
+    indicators = record.get("indicators") or {}
+    parts = [f"loss {_number(record.get('loss'))}"]
+    parts += [f"{label} {_number(indicators[key])}" for key, label in _INDICATORS if key in indicators]
+    return f"epoch {record['epoch']}: {', '.join(parts)} -> {run.checkpoint_path(int(record['epoch']))}"
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+
+
+def prototype_vit(
+    *,
+    quadrats: Path = typer.Option(..., "--quadrats", help="Folder of quadrat photos to train on (transductive)."),
+    prototypes: Path = typer.Option(..., "--prototypes", help="prototypes.safetensors from `protolens prototypes "
+                                                              "build` (K x D; D = the backbone's token width)."),
+    epochs: int = typer.Option(..., "--epochs", min=1, help="Epochs in all; a rerun may only raise it."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder; rerunning the command resumes it."),
+    photo_size: str = typer.Option("3072x2048", "--photo-size", help="WxH each quadrat is resized to."),
+    crop: int = typer.Option(64, "--crop", min=1, help="Crop side in resized pixels (grid = H/crop x W/crop)."),
+    crop_input: int = typer.Option(518, "--crop-input", min=14, help="Each crop is resized to this side."),
+    weights: Path = typer.Option(None, "--weights", help="Backbone weights file; default: the local cache."),
+    depth: int = typer.Option(6, "--depth", min=1, help="Narrow ViT blocks."),
+    heads: int = typer.Option(12, "--heads", min=1, help="Attention heads per block."),
+    width: int = typer.Option(0, "--width", min=0, help="Block width; 0 = the token width D."),
+    lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate (AdamW, warm-up + cosine per update)."),
+    accumulation: int = typer.Option(8, "--accumulation", min=1, help="Quadrats per optimizer update."),
+    warmup: int = typer.Option(None, "--warmup", min=0, help="Warm-up updates; default: one epoch, at most "
+                                                             "10% of all updates."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the initial weights and the sample order."),
+    probe: int = typer.Option(4, "--probe", min=0, help="The first N quadrats are the indicator probe set."),
+    threshold: float = typer.Option(0.6, "--threshold", min=0.0, max=1.0, help="Crop-mask threshold of the "
+                                                                                "IoU indicator."),
+    device: str = typer.Option(None, "--device", help="Torch device; default: least busy GPU, else CPU."),
+    allow_random: bool = typer.Option(False, "--allow-random-weights",
+                                      help="Random backbone weights when none are found (testing only)."),
+    **backbone: Any,
+) -> None:
+    """Train the narrow ViT of prototype-guided segmentation (arXiv 2512.19957, steps 3-5) on quadrat photos.
+
+    Tile tokens are computed once per quadrat and cached; every epoch writes OUT/epoch_###.safetensors and
+    OUT/epoch_###.json (loss, collapse indicators). Ctrl-C stops after the current quadrat and keeps the
+    completed epochs.
+    """
+    tiling = Tiling.parse(photo_size, crop, crop_input)
+    run = RunFolder(out)
+    latest = run.latest()
+    if latest is not None:
+        typer.echo(f"resuming {out} after epoch {latest.epoch} ({latest.steps} optimizer updates)", err=True)
+    segmenter = Segmenter(registry(), device=device)
+    cancel = CancelToken()
+    generator = train_prototype_vit(
+        segmenter, quadrats, prototypes, out, epochs=epochs, tiling=tiling, backbone=backbone.get("backbone", DEFAULT_MODEL),
+        weights_path=weights, depth=depth, heads=heads, width=width, lr=lr, accumulation=accumulation,
+        warmup_steps=warmup, seed=seed, probe=probe, threshold=threshold, precision=backbone.get("precision", "auto"),
+        allow_random_weights=allow_random, cancel=cancel)
+    try:
+        summary = _with_progress(generator, run, latest.epoch if latest else 0)
+    except KeyboardInterrupt:
+        cancel.cancel()  # the training job on the device worker stops at its next micro-batch
+        done = run.latest()
+        typer.echo(f"cancelled; kept {'epochs up to ' + str(done.epoch) if done else 'no epoch'} in {out} "
+                   "(rerun the command to resume)", err=True)
+        raise typer.Exit(130) from None
+    for path, reason in summary.skipped:
+        typer.echo(f"skipped: {path}: {reason}", err=True)
+    first, last = (summary.trained[0], summary.trained[-1]) if summary.trained else (0, 0)
+    trained = ("nothing to train" if not summary.trained else f"trained epoch {first}" if first == last
+               else f"trained epochs {first}-{last}")
+    typer.echo(f"protolens train prototype-vit: {trained}; epoch {summary.epoch}/{epochs}, {summary.steps} optimizer "
+               f"updates, loss {_number(summary.loss)} -> {summary.checkpoint} "
+               f"(checkpoints epoch_###.safetensors in {out})")
+
+
+def _with_progress(generator: Any, run: RunFolder, resumed: int) -> Any:
+    """Drain the training generator under a rich progress bar (tokens, then training); print each new epoch."""
+    printed = {resumed}
+    offset = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        tokens = bar.add_task(PHASE_TOKENS, total=1.0)
+        training = bar.add_task("training", total=1.0, visible=False)
+
+        def print_new_epochs() -> None:
+            nonlocal offset
+            records, offset = run.read_metrics(offset)
+            for record in records:
+                if record.get("type") == "epoch" and int(record["epoch"]) > max(printed):
+                    printed.add(int(record["epoch"]))
+                    bar.console.print(epoch_line(record, run), markup=False, highlight=False, soft_wrap=True)
+
+        def on_progress(report: Any) -> None:
+            in_tokens = report.text.startswith(PHASE_TOKENS)
+            if not in_tokens:
+                bar.update(tokens, completed=1.0)
+                bar.update(training, visible=True)
+                print_new_epochs()  # read only once training began (a resume first cuts the log back)
+            bar.update(tokens if in_tokens else training, completed=report.fraction, description=report.text[:70])
+            if "skipped" in report.text or "out of memory" in report.text:
+                bar.console.print(f"warning: {report.text}", markup=False, highlight=False, soft_wrap=True)
+
+        summary = drain(generator, on_progress)
+        print_new_epochs()  # the last epoch's line is written after its last progress report
+    return summary
+
+
+def _backbone_specs() -> list[Any]:
+    """The backend's ``model`` parameter as ``--backbone`` (default: the tile-token backbone) and its ``precision``."""
+    specs = {s.name: s for s in backend_specs(BACKEND)}
+    chosen = [dataclasses.replace(specs["model"], name="backbone", default=DEFAULT_MODEL)] if "model" in specs else []
+    return chosen + ([specs["precision"]] if "precision" in specs else [])
+
+
+train_app.command("prototype-vit")(with_backend_options(prototype_vit, _backbone_specs()))
