@@ -232,8 +232,8 @@ class PrototypeGuided(Backend):
         normalised = normalise_received(score)
         mask = crop_mask(score, params.threshold)
         height, width = image.shape[:2]
-        heat = cv2.resize(normalised, (width, height), interpolation=cv2.INTER_NEAREST)
-        result = BackendResult(Heatmap(heat, (height, width)), suggested_threshold=params.threshold,
+        # stored at the crop grid (kilobytes, not tens of megabytes per epoch) and enlarged as whole crops
+        result = BackendResult(Heatmap(normalised, (height, width), "nearest"), suggested_threshold=params.threshold,
                                extras={"score": score}, info=self._info(info, params, ctx, tokens, source, mask))
         if params.classifier:
             yield from self._classify(image, info, params, ctx, mask, result)
@@ -249,7 +249,7 @@ class PrototypeGuided(Backend):
                 "backbone": str(info.backbone.get("model")), "token_dim": int(tokens.shape[-1]),
                 "tokens": source, "kept_crops": int(mask.sum()), "device": ctx.device,
                 "dtype": params.precision if params.precision != "auto" else ctx.resolved_dtype(),
-                "heatmap": "normalised received attention, nearest-neighbour upsampled (one block per crop)",
+                "heatmap": "normalised received attention on the crop grid, enlarged nearest-neighbour (one block per crop)",
                 "method": "arXiv 2512.19957 steps 3-8"}
 
     def _classify(self, image: np.ndarray, info: RunInfo, params: Any, ctx: RunContext, mask: np.ndarray,

@@ -33,17 +33,20 @@ def colormap_lut(name: str) -> np.ndarray:
     return lut.astype(np.uint8)
 
 
-def display_map(values: np.ndarray, image_size: tuple[int, int], max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+def display_map(values: np.ndarray, image_size: tuple[int, int], max_side: int = DISPLAY_MAX_SIDE,
+                interpolation: str = "linear") -> np.ndarray:
     """Heatmap values resampled to display resolution and quantised: (rows, cols) uint8, 0..255.
 
     The display grid has the photo's aspect ratio with its longer side at most ``max_side`` (bilinear
-    from patch grids, area-averaged from full-resolution maps), so the drawn mask matches the exported one.
+    from patch grids, or nearest for block maps with ``interpolation="nearest"`` such as crop scores;
+    area-averaged from full-resolution maps), so the drawn mask matches the exported one.
     """
     rows, cols = fit_grid(image_size, max_side)
     src = np.asarray(values, np.float32)
     if src.shape != (rows, cols):
         shrink = rows < src.shape[0] and cols < src.shape[1]
-        src = cv2.resize(src, (cols, rows), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        enlarge = cv2.INTER_NEAREST if interpolation == "nearest" else cv2.INTER_LINEAR
+        src = cv2.resize(src, (cols, rows), interpolation=cv2.INTER_AREA if shrink else enlarge)
     return np.clip(src * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -112,11 +115,12 @@ class ImageCanvas(pg.GraphicsView):
             self.view.setRange(QRectF(0, 0, width, height), padding=0.01)
 
     # --- heatmap ---------------------------------------------------------------------------------
-    def set_heatmap(self, values: np.ndarray | None, probability: np.ndarray | None = None) -> None:
+    def set_heatmap(self, values: np.ndarray | None, probability: np.ndarray | None = None,
+                    interpolation: str = "linear") -> None:
         """Show a heatmap (rows, cols) float in [0, 1] stretched over the photo, or clear it with None.
 
         ``probability`` ((rows', cols') in [0, 1], any resolution) restricts the mask to probability >= the
-        probability threshold.
+        probability threshold. ``interpolation`` ("linear" or "nearest") is how ``values`` are enlarged.
         """
         self.set_windows([])
         if values is None or self.image_size is None:
@@ -124,7 +128,7 @@ class ImageCanvas(pg.GraphicsView):
             self.heatmap_item.clear()
             self.mask_item.set_map(None)
             return
-        self._display = display_map(values, self.image_size)
+        self._display = display_map(values, self.image_size, interpolation=interpolation)
         shown_probability = None
         if probability is not None:
             shown_probability = cv2.resize(display_map(probability, self.image_size),

@@ -131,7 +131,8 @@ class ComparePane(QWidget):
         score = self.canvas.score_at(x, y) if visible else None
         self.hover.setText("" if score is None else f"x={x:.0f} y={y:.0f}  score {score:.3f}")
 
-    def show_map(self, values: np.ndarray | None, threshold: float = 0.5) -> None:
-        """Draw a (rows, cols) map in [0, 1] with its mask at the value ``threshold``; None clears."""
-        self.canvas.set_heatmap(values)
+    def show_map(self, values: np.ndarray | None, threshold: float = 0.5, interpolation: str = "linear") -> None:
+        """Draw a (rows, cols) map in [0, 1] with its mask at the value ``threshold``; None clears.
+        ``interpolation``: how the map is enlarged ("nearest" for block maps such as crop scores)."""
+        self.canvas.set_heatmap(values, interpolation=interpolation)
         self.canvas.set_threshold(threshold)

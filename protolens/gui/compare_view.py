@@ -256,7 +256,7 @@ class CompareView(QWidget):
             return
         self.data[index] = loaded
         pane_data = loaded.pane
-        pane.show_map(loaded.display, pane_data.threshold)
+        pane.show_map(loaded.display, pane_data.threshold, loaded.found.heatmap.interpolation)
         if self.semantics.currentData() == pane_data.semantics and len(self.data) == 1:
             self.threshold.blockSignals(True)
             self.threshold.setValue(pane_data.level)

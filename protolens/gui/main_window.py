@@ -370,7 +370,7 @@ class MainWindow(QMainWindow):
     def _show_map(self, found: FoundResult, layer: str) -> None:
         heatmap = found.layers.heatmaps.get(layer, found.heatmap) if layer else found.heatmap
         probability = found.probability.values if found.probability is not None and heatmap is found.heatmap else None
-        self.canvas.set_heatmap(heatmap.values, probability)
+        self.canvas.set_heatmap(heatmap.values, probability, heatmap.interpolation)
         self.canvas.set_windows(found.windows)
         self.controller.apply_threshold()
 

@@ -88,7 +88,8 @@ def test_attention_only_heatmap_mask_and_score(backend, run, photo):
     result = _run(backend, photo, run.checkpoint_path(1), threshold=0.6)
     score = result.extras["score"]
     assert score.shape == GRID and score.dtype == np.float32
-    heat = result.heatmap.values
+    assert result.heatmap.values.shape == GRID and result.heatmap.interpolation == "nearest"
+    heat = result.heatmap.full_resolution()
     assert heat.shape == photo.shape[:2] and result.heatmap.image_size == photo.shape[:2]
     assert heat.min() >= 0.0 and heat.max() <= 1.0 and heat.max() > 0.99
     assert result.suggested_threshold == 0.6
@@ -171,7 +172,8 @@ def test_classifier_species_table_and_regions(backend, run, photo, tmp_path):
     x, y, w, h = species[0]["crops"][0]["box"]
     row, col = species[0]["crops"][0]["row"], species[0]["crops"][0]["col"]
     region = regions.mask(regions.labels.index(species[0]["species_id"]))
-    assert region[y:y + h, x:x + w].all() and result.heatmap.values[y, x] == result.heatmap.values[y + h - 1, x + w - 1]
+    full = result.heatmap.full_resolution()
+    assert region[y:y + h, x:x + w].all() and full[y, x] == full[y + h - 1, x + w - 1]
     assert (x, y) == (col * photo.shape[1] // GRID[1], row * photo.shape[0] // GRID[0])
 
 
