@@ -20,7 +20,6 @@ import numpy as np
 
 from protolens.core.atomic import write_json_atomic, write_npy_atomic
 from protolens.core.cache import DiskCache, default_cache_dir
-from protolens.core.hashing import sha256_json
 from protolens.core.jobs import CancelToken, Progress
 from protolens.core.params import make_params
 from protolens.core.store import utc_now
@@ -95,8 +94,7 @@ def crop_tokens(segmenter: Segmenter, image: LoadedImage, model: str = DEFAULT_M
     backend, params, ctx = _backbone(segmenter, model, precision, weights_path, allow_random_weights, cancel)
     weights_id, sha = backend.weights_identity(params, ctx)
     disk = DiskCache(default_cache_dir() / "features") if cache == "default" else cache
-    key = sha256_json({"tokens": image.meta.sha256, "model": model, "weights": sha, "grid": list(grid), "crop": crop,
-                       "input": input_size, "precision": precision})
+    key = api.tile_tokens_key(image.meta.sha256, model, sha, grid, crop, input_size, precision)  # = the backend's
     hit = disk.get(key) if disk is not None else None
     if hit is not None:
         yield Progress(1.0, "tile tokens from cache")

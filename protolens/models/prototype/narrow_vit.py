@@ -168,8 +168,15 @@ class NarrowViT(nn.Module):
 
         The attention matrices of all blocks are averaged, then the heads, giving (N, N) (rows = queries); the sum
         over the query axis is what each token receives (arXiv 2512.19957, step 6). Computed with an explicit
-        softmax (fused attention exposes no weights, METHODS.md §6).
+        softmax (fused attention exposes no weights, METHODS.md §6). The block mean is a running sum, so one
+        block's (batch, heads, N, N) weights exist at a time (about 230 MB at N = 1536, not 1.4 GB).
         """
-        _, weights = self.encode(tokens, keep=True)
-        mean = torch.stack(weights).float().mean(dim=(0, 2))  # blocks, heads -> (batch, N, N)
-        return mean.sum(dim=1)
+        self._check(tokens)
+        x = self.embed(tokens) + self.pos_embed.to(tokens.dtype)
+        total: torch.Tensor | None = None
+        for block in self.blocks:
+            x, weights = block(x, keep=True)
+            heads = weights.float().mean(dim=1)  # heads -> (batch, N, N)
+            total = heads if total is None else total + heads
+        assert total is not None
+        return (total / len(self.blocks)).sum(dim=1)
