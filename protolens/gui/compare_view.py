@@ -358,17 +358,24 @@ class CompareView(QWidget):
         for pane in (*self.panes[:self.count], self.difference_pane):
             pane.set_cursor(x, y)
 
+    def export_folder(self, out_dir: str | Path | None, setting: str, caption: str) -> str | Path | None:
+        """``out_dir``, or a folder the user picks (starting at the last one, kept under ``setting``); None if
+        the user cancels."""
+        if not out_dir:
+            out_dir = QFileDialog.getExistingDirectory(self, caption, str(self.settings.value(setting, "")))
+            if not out_dir:
+                return None
+        self.settings.setValue(setting, str(out_dir))
+        return out_dir
+
     def export(self, out_dir: str | Path | None = None) -> None:
         """Write the grid as ``<photo>.compare.png`` and its agreement figures as ``<photo>.compare.json``."""
         if self._image is None or not self.data:
             self.controller.message.emit("Nothing to compare yet: no results on this photo.", "warning")
             return
+        out_dir = self.export_folder(out_dir, "compare_folder", "Export the comparison into")
         if not out_dir:
-            out_dir = QFileDialog.getExistingDirectory(self, "Export the comparison into",
-                                                       str(self.settings.value("compare_folder", "")))
-            if not out_dir:
-                return
-        self.settings.setValue("compare_folder", str(out_dir))
+            return
         panes = self.panes_data()
         shown = [i for i in range(self.count) if i in self.data]
         pair = self.difference_pair()

@@ -27,7 +27,6 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -486,12 +485,9 @@ class EpochsView(CompareView):
         if self.run is None or self._image is None or not self.epochs:
             self.controller.message.emit("Nothing to export: open a training run and a photo first.", "warning")
             return
+        out_dir = self.export_folder(out_dir, "epochs_folder", "Export the epoch comparison into")
         if not out_dir:
-            out_dir = QFileDialog.getExistingDirectory(self, "Export the epoch comparison into",
-                                                       str(self.settings.value("epochs_folder", "")))
-            if not out_dir:
-                return
-        self.settings.setValue("epochs_folder", str(out_dir))
+            return
         pair = (self.epoch_a.currentData(), self.epoch_b.currentData()) if self.diff_on.isChecked() else None
         controller, token = self.controller, CancelToken()
         self._set_running(True, "export")

@@ -134,18 +134,21 @@ def segment_paths(paths: Iterable[str | Path], backend_id: str, params: Mapping[
                   cancel: CancelToken | None = None, allow_random_weights: bool = False,
                   on_file: Callable[[int, int, Path], None] | None = None,
                   on_progress: Callable[[Progress], None] | None = None,
-                  on_error: Callable[[Path, str], None] | None = None) -> BatchSummary:
+                  on_error: Callable[[Path, str], None] | None = None, reserved_stems: Iterable[str] = (),
+                  on_outcome: Callable[[Path, SegmentOutcome, str], list[Path]] | None = None) -> BatchSummary:
     """Segment every photo in ``paths`` (files and folders), continuing past bad files.
 
     Errors tied to one file (unreadable image, corrupt sidecar, write failure) are reported through
     ``on_error`` and counted; errors that would fail every file (unknown backend, bad parameters, missing
     weights) are raised at once. ``threshold`` (read with ``semantics``, "value" or "mass") None uses each
     result's suggested threshold (value) or 0.6 (mass). With ``out_dir``, files are named by
-    :func:`export_stems`. Folder entries that are not photos are listed in ``summary.skipped``.
+    :func:`export_stems` (never one of ``reserved_stems``). Folder entries that are not photos are listed in
+    ``summary.skipped``. ``on_outcome(path, outcome, stem)`` runs after each photo's files are written and returns
+    the further files it wrote (a use case's own outputs); its per-file errors count like the others.
     """
     scan = scan_paths(paths)
     files = scan.images
-    stems = export_stems(files)
+    stems = export_stems(files, reserved=reserved_stems)
     store = store or ResultStore.from_environment()
     summary = BatchSummary(skipped=scan.skipped)
     cancel = cancel or CancelToken()
@@ -159,6 +162,8 @@ def segment_paths(paths: Iterable[str | Path], backend_id: str, params: Mapping[
                                           allow_random_weights=allow_random_weights), on_progress)
             summary.written += save_outcome(outcome, threshold, out_dir=out_dir, store=store, semantics=semantics,
                                             probability_threshold=probability_threshold, stem=stems[path])
+            if on_outcome is not None:
+                summary.written += on_outcome(path, outcome, stems[path])
             summary.processed += 1
         except (ImageReadError, SidecarError, StoreWriteError) as exc:
             summary.failed.append((path, str(exc)))

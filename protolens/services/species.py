@@ -26,16 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from protolens.core.atomic import write_json_atomic
-from protolens.core.errors import ImageReadError, ParamError, SidecarError, StoreWriteError
+from protolens.core.errors import ParamError
 from protolens.core.imageio import scan_paths
 from protolens.core.jobs import CancelToken, Progress
 from protolens.core.records import utc_now
 from protolens.core.runs import RunFolder
 from protolens.core.species import write_submission
-from protolens.core.store import ResultStore
-from protolens.services.batch import BatchSummary, export_stems, save_outcome
+from protolens.services.batch import BatchSummary, segment_paths
 from protolens.services.pipeline import Tiling, parse_photo_size
-from protolens.services.segment import Segmenter, SegmentOutcome, drain, load_image
+from protolens.services.segment import Segmenter, SegmentOutcome
 
 BACKEND = "prototype-guided"
 SPECIES_SCHEMA = "protolens.species/1"
@@ -167,33 +166,22 @@ def species_paths(paths: Iterable[str | Path], options: SpeciesOptions, *, run_d
     """
     checkpoint = run_checkpoint(run_dir, epoch)
     scan = scan_paths(paths)
-    files = scan.images
-    _quadrat_ids(files)
-    stems = export_stems(files, reserved=[Path(SUBMISSION).stem])
-    params = options.params()
+    _quadrat_ids(scan.images)
     out = Path(out_dir)
-    store = ResultStore.from_environment()
-    summary = SpeciesSummary(skipped=scan.skipped)
-    cancel = cancel or CancelToken()
-    for index, path in enumerate(files):
-        cancel.raise_if_set()
-        if on_file is not None:
-            on_file(index, len(files), path)
-        try:
-            image = load_image(path)
-            outcome = drain(segmenter.run(image, BACKEND, params, weights_path=checkpoint, cancel=cancel,
-                                          allow_random_weights=allow_random_weights), on_progress)
-            written = save_outcome(outcome, options.threshold, out_dir=out, store=store, stem=stems[path])
-            document = species_document(outcome, path.stem, options)
-            species_json = out / f"{stems[path]}.species.json"
-            write_json_atomic(species_json, document)
-            summary.written += [*written, species_json]
-            summary.species[path.stem] = [s["species_id"] for s in document["species"]]
-            summary.processed += 1
-        except (ImageReadError, SidecarError, StoreWriteError) as exc:
-            summary.failed.append((path, str(exc)))
-            if on_error is not None:
-                on_error(path, str(exc))
+    species: dict[str, list[str]] = {}
+
+    def write_species(path: Path, outcome: SegmentOutcome, stem: str) -> list[Path]:
+        document = species_document(outcome, path.stem, options)
+        species_json = out / f"{stem}.species.json"
+        write_json_atomic(species_json, document)
+        species[path.stem] = [s["species_id"] for s in document["species"]]
+        return [species_json]
+
+    batch = segment_paths(scan.images, BACKEND, options.params(), segmenter=segmenter, threshold=options.threshold,
+                          out_dir=out, weights_path=checkpoint, cancel=cancel,
+                          allow_random_weights=allow_random_weights, on_file=on_file, on_progress=on_progress,
+                          on_error=on_error, reserved_stems=[Path(SUBMISSION).stem], on_outcome=write_species)
+    summary = SpeciesSummary(**{**vars(batch), "skipped": scan.skipped}, species=species)
     if summary.processed:
         summary.submission = out / SUBMISSION
         write_submission(summary.submission, summary.species)
