@@ -20,9 +20,11 @@ def _register() -> None:
     from protolens.cli import (  # noqa: F401 - commands register themselves
         attention,
         backends,
+        bank,
         compare,
         epochs,
         evaluate,
+        explain,
         export,
         gui,
         prototypes,

@@ -1,4 +1,5 @@
-"""``protolens evaluate``: score outputs against a truth file (species lists: PlantCLEF 2025 F1)."""
+"""``protolens evaluate``: score outputs against a truth file (species lists: PlantCLEF 2025 F1), and the
+keypoint-labeling vote against a folder split (``evaluate keypoints``)."""
 
 from __future__ import annotations
 
@@ -61,4 +62,55 @@ def species(
     if json_path is not None:
         write_json_atomic(json_path, {"schema": "protolens.species-evaluation/1", "pred": str(pred),
                                       "truth": str(truth), **result.to_json()})
+        typer.echo(f"json: {json_path}", err=True)
+
+
+@evaluate_app.command("keypoints")
+def keypoints(
+    bank: Path = typer.Option(..., "--bank", help="A built prototype bank folder (`protolens bank build DIR`)."),
+    test: Path = typer.Option(..., "--test", help="Test photos: DIR/<class>/... (the bank folder layout)."),
+    k: int = typer.Option(5, "--k", min=1, help="Prototypes retrieved by CLS cosine."),
+    segments: str = typer.Option("cosegment", "--segments", metavar="[cosegment|slic|bank]",
+                                 help="Segment source (see `protolens explain --help`)."),
+    n_segments: int = typer.Option(10, "--n-segments", min=1, help="SLIC superpixels per image."),
+    label_consistent: bool = typer.Option(False, "--label-consistent/--no-label-consistent",
+                                          help="Vote with only the matches whose part labels agree."),
+    csv_path: Path = typer.Option(None, "--csv", help="Write the per-query table to this CSV."),
+    json_path: Path = typer.Option(None, "--json", help="Write every figure and the per-query table as JSON."),
+    model: str = typer.Option(None, "--model", help="Backbone; must be the bank's (default: the bank's)."),
+    weights: Path = typer.Option(None, "--weights", help="Backbone weights file; default: the local cache."),
+    precision: str = typer.Option("auto", "--precision", help="auto, float32, bfloat16 or float16."),
+    device: str = typer.Option(None, "--device", help="Torch device; default: least busy GPU, else CPU."),
+    allow_random: bool = typer.Option(False, "--allow-random-weights",
+                                      help="Random backbone weights when none are found (testing only)."),
+) -> None:
+    """Top-1 accuracy of the keypoint-labeling vote on a folder split: matches per query, zero-match share.
+
+    Each test photo is explained against the bank (a photo identical to a bank image is left out of its own
+    retrieval); a query with zero matches has no prediction and counts as wrong. Unreadable photos are skipped
+    and named.
+    """
+    from protolens.cli.common import registry
+    from protolens.cli.explain import run_with_bar
+    from protolens.services.bank import load_bank
+    from protolens.services.explain import evaluate_keypoints
+    from protolens.services.segment import Segmenter
+
+    cache = load_bank(bank)
+    segmenter = Segmenter(registry(), device=device)
+    result = run_with_bar(evaluate_keypoints(segmenter, cache, test, k=k, segments=segments, n_segments=n_segments,
+                                             label_consistent=label_consistent, weights_path=weights,
+                                             precision=precision, allow_random_weights=allow_random, model=model),
+                          "evaluate keypoints")
+    for rel, reason in result.skipped:
+        typer.echo(f"skipped: {rel}: {reason}", err=True)
+    for note in result.notes:
+        typer.echo(f"warning: {note}", err=True)
+    typer.echo(result.summary_line())
+    if csv_path is not None:
+        result.write_csv(csv_path)
+        typer.echo(f"csv: {csv_path}", err=True)
+    if json_path is not None:
+        write_json_atomic(json_path, {"schema": "protolens.keypoint-evaluation/1", "bank": str(bank),
+                                      "test": str(test), **result.to_json()})
         typer.echo(f"json: {json_path}", err=True)

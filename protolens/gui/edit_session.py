@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtGui import QAction, QColor, QKeySequence
 from PySide6.QtWidgets import QColorDialog, QFileDialog, QInputDialog, QMainWindow
@@ -155,6 +156,17 @@ class EditSession(QObject):
         self._dirty = False
         kind = annotation.source.get("kind", "empty")
         self.panel.status.setText(f"editing (started from {kind}; {annotation.strokes} edits)")
+
+    def drawn_parts(self, meta: Any) -> tuple[np.ndarray, list[tuple[int, str]]] | None:
+        """The label map being edited on photo ``meta`` and the project's (id, name) classes, or None.
+
+        The Explain view uses it as the query's parts (segments source "bank"): one part per drawn class.
+        The label map is a copy ((height, width) uint8), safe to hand to a worker thread.
+        """
+        annotation = self.editor.annotation
+        if annotation is None or self.meta is None or meta is None or self.meta.sha256 != meta.sha256:
+            return None
+        return annotation.labels.copy(), [(c.id, c.name) for c in self.project.labels.classes]
 
     # --- starting, importing, discarding ---------------------------------------------------------
     def start(self, kind: str) -> None:

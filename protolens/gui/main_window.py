@@ -80,6 +80,7 @@ class MainWindow(QMainWindow):
         self._params: dict[str, dict[str, Any]] = {}
         self.compare: Any = None
         self.epochs_view: Any = None
+        self.explain_view: Any = None
         self.train_dialog: Any = None
         self._build_widgets()
         self._build_menus()
@@ -205,6 +206,8 @@ class MainWindow(QMainWindow):
         self.compare_action.setCheckable(True)
         self.epochs_action = self._action(view, "Training run epochs", self.toggle_epochs, "Ctrl+Shift+K")
         self.epochs_action.setCheckable(True)
+        self.explain_action = self._action(view, "Explain", self.toggle_explain, "Ctrl+Shift+X")
+        self.explain_action.setCheckable(True)
         self._action(view, "Fit photo", self.canvas.fit, "0")
         self._action(view, "Toggle heatmap", lambda: self.display_panel.show_heatmap.toggle(), "H")
 
@@ -437,6 +440,7 @@ class MainWindow(QMainWindow):
         self.views.setCurrentWidget(page)
         self.compare_action.setChecked(page is self.compare)
         self.epochs_action.setChecked(page is self.epochs_view)
+        self.explain_action.setChecked(page is self.explain_view)
         if page is not self.views.widget(0):
             page.activate()
 
@@ -449,6 +453,17 @@ class MainWindow(QMainWindow):
             self.views.addWidget(self.compare)
         show = self.views.currentWidget() is not self.compare if checked is None else bool(checked)
         self._show_page(self.compare if show else None)
+
+    def toggle_explain(self, checked: bool | None = None) -> None:
+        """Show the keypoint-labeling explanation of the current photo (View ▸ Explain, Ctrl+Shift+X), or go back."""
+        if self.explain_view is None:
+            from protolens.gui.explain_view import KeypointView
+
+            self.explain_view = KeypointView(self.controller, self.jobs, self.settings)
+            self.explain_view.drawn_parts = self.edit.drawn_parts
+            self.views.addWidget(self.explain_view)
+        show = self.views.currentWidget() is not self.explain_view if checked is None else bool(checked)
+        self._show_page(self.explain_view if show else None)
 
     def _ensure_epochs_view(self) -> Any:
         """The checkpoint comparison view (created on first use), or None when it cannot be loaded."""

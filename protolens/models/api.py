@@ -206,6 +206,14 @@ _LAZY = {
     "received_attention_grid": "protolens.models.prototype.inference",
     "load_classifier": "protolens.models.prototype.classifier",
     "classify_cells": "protolens.models.prototype.classifier",
+    "dense_features": "protolens.models.dense",
+    "DenseFeatures": "protolens.models.dense",
+    "facet_descriptors": "protolens.models.descriptors",
+    "log_bin": "protolens.models.descriptors",
+    "find_correspondences": "protolens.models.descriptors",
+    "strided_model": "protolens.models.descriptors",
+    "explain_image": "protolens.models.keypoint_labeling",
+    "analyse_image": "protolens.models.keypoint_labeling",
 }
 
 

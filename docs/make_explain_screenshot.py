@@ -1,0 +1,86 @@
+"""Render docs/screenshots/explain.png: View ▸ Explain on a bird sample against a bank of the bundled bird photos.
+
+Random backbone weights (no weights are downloaded on the machine that makes it; the matches show the drawing,
+not a trained model's judgement), ViT-S/14 at 224 px, 4 co-segmentation parts, SLIC segments labelled by the
+part covering most of each; the bird PNGs' alpha channels are their object masks. One match is clicked, so both
+of its segments are highlighted.
+
+    xvfb-run -a -s "-screen 0 1700x1150x24" env QT_QPA_PLATFORM=xcb .venv/bin/python docs/make_explain_screenshot.py
+
+Uses a throw-away settings file, store, cache and bank folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "screenshots"
+BIRDS = ROOT / "resources" / "samples" / "birds"
+QUERY = "crow.png"
+
+
+def _wait(app, condition, timeout: float = 600.0) -> None:
+    end = time.time() + timeout
+    while not condition():
+        if time.time() > end:
+            raise TimeoutError("the window did not reach the expected state")
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def _settle(app, seconds: float) -> None:
+    end = time.time() + seconds
+    while time.time() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def main() -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="protolens-explain-shot-"))
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ["PROTOLENS_SETTINGS"] = str(scratch / "settings.ini")
+    os.environ["PROTOLENS_STORE"] = str(scratch / "store")
+    os.environ["PROTOLENS_CACHE_DIR"] = str(scratch / "cache")
+    from PySide6.QtWidgets import QApplication
+
+    from protolens.gui.main_window import MainWindow
+    from protolens.services.bank import build_bank
+    from protolens.services.segment import Segmenter, drain
+
+    bank, photos = scratch / "birds", scratch / "photos"
+    shutil.copytree(BIRDS, bank)
+    shutil.copytree(BIRDS, photos)
+    drain(build_bank(Segmenter(), bank, input_size=224, parts=4, allow_random_weights=True))
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    window = MainWindow(allow_random_weights=True)
+    window.resize(1700, 1100)
+    window.show()
+    window.backend_panel.auto_run.setChecked(False)
+    window.open_path(photos / QUERY)
+    _wait(app, lambda: window.image is not None)
+    window.toggle_explain(True)
+    view = window.explain_view
+    view.k_spin.setValue(4)
+    view.segments_combo.setCurrentText("slic")
+    view.set_bank(bank)
+    _wait(app, lambda: view.explanation is not None and not window.jobs.active())
+    _settle(app, 0.5)
+    view.scene_view.fit()
+    if view.scene_view.line_count:
+        view.scene_view.highlight(0)
+    _settle(app, 0.5)
+    OUT.mkdir(parents=True, exist_ok=True)
+    window.grab().save(str(OUT / "explain.png"))
+    print(f"wrote {OUT / 'explain.png'}: {view.scene_view.line_count} matches, {view.chart.title.text()}")
+    window.close()
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
