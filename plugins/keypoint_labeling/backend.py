@@ -27,9 +27,7 @@ Result
 ------
 heatmap
     The photo's saliency (CLS attention of the last block, mean over heads, min-max normalised; Amir et al.)
-    on the token grid, covering the photo: (rows, cols) float32 in [0, 1], bilinear, when the engine's
-    explanation carries it (``Explanation.query_saliency``); else the segmented object: (height, width)
-    float32, 1 inside a segment of the photo, 0 outside.
+    on the token grid, covering the photo: (rows, cols) float32 in [0, 1], drawn bilinear.
 keypoints
     :meth:`Explanation.keypoints`: the photo's segment centroids (group ``"query"``, label = part name) and each
     retrieved prototype's (group = its path relative to the bank), pairs = the kept matches (query point,
@@ -100,12 +98,8 @@ def query_regions(explanation: Any, label_consistent: bool) -> Regions | None:
 
 
 def query_heatmap(explanation: Any) -> np.ndarray:
-    """The heatmap values: the query's token saliency ((rows, cols) float32 in [0, 1]) when the explanation
-    carries it (``query_saliency``), else its segmented object ((height, width) 1.0 inside a segment)."""
-    saliency = getattr(explanation, "query_saliency", None)
-    if saliency is not None:
-        return np.clip(np.asarray(saliency, np.float32), 0.0, 1.0)
-    return (explanation.query.segments.ids >= 0).astype(np.float32)
+    """The heatmap values: the query's token saliency ((rows, cols) float32 in [0, 1])."""
+    return np.clip(np.asarray(explanation.query_saliency, np.float32), 0.0, 1.0)
 
 
 class KeypointLabeling(Backend):

@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from protolens.cli import app
-from protolens.cli.common import backend_specs, registry, with_backend_options
+from protolens.cli.common import backend_specs, registry, run_with_bar, with_backend_options
 from protolens.models.kmeans import LIBRARIES
 from protolens.services.bank import BankSummary, build_bank
-from protolens.services.segment import Segmenter, drain
+from protolens.services.segment import Segmenter
 from protolens.services.tokens import BACKEND
 
 bank_app = typer.Typer(name="bank", no_args_is_help=True, add_completion=False,
@@ -56,19 +54,9 @@ def build(
     """
     backbone.setdefault("model", "")  # no manifest: the service reports the unavailable backend
     segmenter = Segmenter(registry(), device=device, disk_cache=None)
-    console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("bank", total=1.0)
-
-        def on_progress(report: Any) -> None:
-            bar.update(task, completed=report.fraction, description=report.text[:60] or "bank")
-            if "out of memory" in report.text:
-                bar.console.print(f"warning: {report.text}", markup=False, highlight=False, soft_wrap=True)
-
-        summary = drain(build_bank(segmenter, folder, weights_path=weights, input_size=input_size, parts=parts,
-                                   batch_size=batch_size, allow_random_weights=allow_random, seed=seed,
-                                   library=library, **backbone), on_progress)
+    summary = run_with_bar(build_bank(segmenter, folder, weights_path=weights, input_size=input_size, parts=parts,
+                                      batch_size=batch_size, allow_random_weights=allow_random, seed=seed,
+                                      library=library, **backbone), "bank")
     for rel, reason in summary.unreadable:
         typer.echo(f"skipped: {rel}: {reason}", err=True)
     for message in summary.warnings:

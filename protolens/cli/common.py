@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from protolens.core.errors import BackendUnavailableError
 from protolens.core.params import ParamSpec
 from protolens.models.registry import Registry
+from protolens.services.segment import drain
 
 _PYTHON_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool}
 _INLINE_CHOICES = 40
@@ -137,3 +140,21 @@ def with_backend_options(func: Callable[..., Any], specs: Sequence[ParamSpec], *
     command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in parameters if p.annotation is not p.empty}
     return command
+
+
+def run_with_bar(generator: Generator[Any, None, Any], name: str) -> Any:
+    """Drain a progress generator behind a transient rich bar on stderr; return its value.
+
+    Reports mentioning "out of memory" (a halved batch, a fall-back to the CPU) are also printed as
+    ``warning:`` lines, so they stay on screen after the bar goes.
+    """
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(name, total=1.0)
+
+        def on_progress(report: Any) -> None:
+            bar.update(task, completed=report.fraction, description=report.text[:60] or name)
+            if "out of memory" in report.text:
+                bar.console.print(f"warning: {report.text}", markup=False, highlight=False, soft_wrap=True)
+
+        return drain(generator, on_progress)

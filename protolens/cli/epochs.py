@@ -11,16 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from protolens.cli import app
-from protolens.cli.common import registry
+from protolens.cli.common import registry, run_with_bar
 from protolens.core.errors import ParamError
 from protolens.core.store import ResultStore
 from protolens.services.compare import COLORMAPS
 from protolens.services.epochs import compare_epochs
-from protolens.services.segment import Segmenter, drain, load_image
+from protolens.services.segment import Segmenter, load_image
 
 HEADER = ("epoch", "loss", "entropy", "border_share", "iou_previous", "photo_iou_prev", "photo_pearson_prev", "key")
 
@@ -88,13 +86,9 @@ def compare_epochs_command(
     selected, chosen_pair = parse_epochs(epochs), parse_pair(pair)
     image = load_image(photo)
     segmenter = Segmenter(registry(), device=device)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("compare-epochs", total=1.0)
-        result = drain(compare_epochs(segmenter, ResultStore.from_environment(), image, run, out, epochs=selected,
-                                      params=params, pair=chosen_pair, colormap=colormap,
-                                      allow_random_weights=allow_random_weights),
-                       lambda report: bar.update(task, completed=report.fraction, description=report.text))
+    result = run_with_bar(compare_epochs(segmenter, ResultStore.from_environment(), image, run, out,
+                                         epochs=selected, params=params, pair=chosen_pair, colormap=colormap,
+                                         allow_random_weights=allow_random_weights), "compare-epochs")
     typer.echo("\t".join(HEADER))
     for row in result.rows:
         cells = [row["epoch"], row["loss"], row["entropy"], row["border_share"], row["iou_previous"],

@@ -90,8 +90,7 @@ def keypoints(
     retrieval); a query with zero matches has no prediction and counts as wrong. Unreadable photos are skipped
     and named.
     """
-    from protolens.cli.common import registry
-    from protolens.cli.explain import run_with_bar
+    from protolens.cli.common import registry, run_with_bar
     from protolens.services.bank import load_bank
     from protolens.services.explain import evaluate_keypoints
     from protolens.services.segment import Segmenter

@@ -8,37 +8,19 @@ backbone is the bank's (``protolens bank build DIR``).
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from pathlib import Path
-from typing import Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from protolens.cli import app
+from protolens.cli.common import run_with_bar
 from protolens.core.explanation import Explanation
 from protolens.core.segments import SEGMENT_SOURCES
-from protolens.services.segment import Segmenter, drain
+from protolens.services.segment import Segmenter
 
 SEGMENTS_METAVAR = "[" + "|".join(SEGMENT_SOURCES) + "]"
 SEGMENTS_HELP = ("Segments: cosegment = part co-segmentation with the bank's part centroids; slic = SLIC "
                  "superpixels inside the object mask; bank = annotated parts (query: <stem>.parts.png beside it).")
-
-
-def run_with_bar(generator: Generator[Any, None, Any], name: str) -> Any:
-    """Drain a progress generator behind a transient rich bar on stderr; return its value."""
-    console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task(name, total=1.0)
-
-        def on_progress(report: Any) -> None:
-            bar.update(task, completed=report.fraction, description=report.text[:60] or name)
-            if "out of memory" in report.text:
-                bar.console.print(f"warning: {report.text}", markup=False, highlight=False, soft_wrap=True)
-
-        return drain(generator, on_progress)
 
 
 def summary_line(explanation: Explanation, paths: list[Path], label_consistent: bool | None = None) -> str:

@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from protolens.cli import app
-from protolens.cli.common import backend_specs, registry, with_backend_options
+from protolens.cli.common import backend_specs, registry, run_with_bar, with_backend_options
 from protolens.models.kmeans import LIBRARIES
 from protolens.services.prototypes import PrototypeSummary, build_prototypes
-from protolens.services.segment import Segmenter, drain
+from protolens.services.segment import Segmenter
 from protolens.services.tokens import BACKEND
 
 prototypes_app = typer.Typer(name="prototypes", no_args_is_help=True, add_completion=False,
@@ -65,20 +63,11 @@ def build(
     """
     backbone.setdefault("backbone", "")  # no manifest: the service reports the unavailable backend
     segmenter = Segmenter(registry(), device=device)
-    console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("prototypes", total=1.0)
-
-        def on_progress(report: Any) -> None:
-            bar.update(task, completed=report.fraction, description=report.text[:60] or "prototypes")
-            if "out of memory" in report.text:
-                bar.console.print(f"warning: {report.text}", markup=False, highlight=False, soft_wrap=True)
-
-        summary = drain(build_prototypes(segmenter, images, out, weights_path=weights, k=k, input_size=input_size,
-                                         seed=seed, niter=niter, nredo=nredo, batch_size=batch_size,
-                                         shard_size=shard_size, allow_random_weights=allow_random, library=library,
-                                         **backbone), on_progress)
+    summary = run_with_bar(build_prototypes(segmenter, images, out, weights_path=weights, k=k,
+                                            input_size=input_size, seed=seed, niter=niter, nredo=nredo,
+                                            batch_size=batch_size, shard_size=shard_size,
+                                            allow_random_weights=allow_random, library=library, **backbone),
+                           "prototypes")
     for _, reason in summary.unreadable:
         typer.echo(f"skipped: {reason}", err=True)
     for message in summary.warnings:

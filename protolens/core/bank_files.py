@@ -54,7 +54,7 @@ from protolens.core.atomic import load_npz_arrays, write_bytes_atomic, write_jso
 from protolens.core.cache import MemoryCache, default_cache_dir
 from protolens.core.errors import CheckpointError, ImageReadError, ParamError
 from protolens.core.hashing import sha256_file, sha256_json
-from protolens.core.imageio import SKIP_FOLDER, read_mask, scan_images
+from protolens.core.imageio import read_mask, scan_tree
 from protolens.core.segments import (
     Segments,
     object_mask_from_alpha,
@@ -135,19 +135,13 @@ def scan_bank(root: str | Path) -> tuple[list[tuple[Path, str, str]], int]:
     root = Path(root)
     if not root.is_dir():
         raise ParamError(f"{root}: not a folder (a bank is a folder of class subfolders or of images)")
+    scan = scan_tree(root)
     found: list[tuple[Path, str, str]] = []
-    ignored = 0
-    folders = [root]
-    while folders:
-        folder = folders.pop(0)
-        scan = scan_images(folder)
-        for path in scan.images:
-            if is_annotation_file(path):
-                continue
+    for path in scan.images:
+        if not is_annotation_file(path):
             rel = path.relative_to(root)
             found.append((path, rel.as_posix(), rel.parts[0] if len(rel.parts) > 1 else path.stem))
-        folders += [p for p, why in scan.skipped if why == SKIP_FOLDER and not p.is_symlink()]
-        ignored += sum(1 for p, why in scan.skipped if why != SKIP_FOLDER and p.name not in _BANK_TEXT_FILES)
+    ignored = sum(1 for p, _ in scan.skipped if p.name not in _BANK_TEXT_FILES)
     return found, ignored
 
 

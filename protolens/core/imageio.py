@@ -113,6 +113,23 @@ def scan_images(folder: str | Path) -> ScanResult:
     return result
 
 
+def scan_tree(root: str | Path) -> ScanResult:
+    """The photos under ``root``, recursively, and the other files left out (never the sub-folders themselves).
+
+    Folders are searched breadth first, each in natural order; hidden entries (``.protolens``, caches) and
+    links to folders are not followed. ``skipped`` holds the non-folder entries with their reason.
+    Raises ``NotADirectoryError`` if ``root`` is not a directory.
+    """
+    result = ScanResult()
+    folders = [Path(root)]
+    while folders:
+        scan = scan_images(folders.pop(0))
+        result.images += scan.images
+        folders += [p for p, why in scan.skipped if why == SKIP_FOLDER and not p.is_symlink()]
+        result.skipped += [(p, why) for p, why in scan.skipped if why != SKIP_FOLDER]
+    return result
+
+
 def scan_paths(paths: Iterable[str | Path]) -> ScanResult:
     """Files and folders (scanned with :func:`scan_images`, non-recursive) as one list of photos plus skips.
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from protolens.core.errors import Cancelled
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,3 +51,23 @@ class CancelToken:
         """Raise :class:`Cancelled` if cancellation was asked for."""
         if self._event.is_set():
             raise Cancelled("cancelled by the user")
+
+
+def rescaled(generator: Generator[Progress, None, T], start: float, span: float,
+             text: str | Callable[[Progress], str] | None = None) -> Generator[Progress, None, T]:
+    """Run ``generator`` as one step of a longer job: its reports mapped into ``[start, start + span]``.
+
+    ``text`` replaces each report's text (a string), derives it (a callable of the report), or keeps it (None).
+    Returns the generator's value; if the caller stops early (closes this generator, e.g. on cancel), the inner
+    generator is closed at once, so a device job it drives stops too.
+    """
+    try:
+        while True:
+            try:
+                report = next(generator)
+            except StopIteration as stop:
+                return stop.value
+            label = report.text if text is None else text if isinstance(text, str) else text(report)
+            yield Progress(start + span * report.fraction, label)
+    finally:
+        generator.close()

@@ -361,7 +361,7 @@ def _select_pairs(first: np.ndarray, second: np.ndarray, saliency: np.ndarray, n
     if count <= n_pairs:
         return np.arange(count)
     joined = np.concatenate([l2_normalise(first), l2_normalise(second)], axis=1) / np.sqrt(2.0)
-    labels = kmeans(joined, n_pairs, seed=seed, niter=100, nredo=3, library="sklearn").assignment
+    labels = kmeans(joined, n_pairs, seed=seed, niter=100, nredo=3, library="auto").assignment
     chosen = []
     for cluster in range(n_pairs):
         members = np.flatnonzero(labels == cluster)
@@ -376,7 +376,8 @@ def find_correspondences(d1: Descriptors, d2: Descriptors, *, n_pairs: int = 10,
 
     Steps (arXiv 2112.05814, §4.1 "point correspondences"): best buddies (mutual nearest neighbours by cosine,
     :func:`protolens.core.matching.best_buddies`) of the flattened descriptors; keep the pairs whose saliency
-    is above ``saliency_threshold`` in both photos; K-Means (scikit-learn, k = n_pairs) on each pair's
+    is above ``saliency_threshold`` in both photos; K-Means (k = n_pairs, 3 restarts; faiss when installed,
+    else scikit-learn: :func:`protolens.models.kmeans.kmeans`) on each pair's
     L2-normalised descriptors concatenated (each half normalised, the whole scaled by 1/sqrt(2) so it has unit
     length); per cluster keep the pair of highest mean saliency. With at most ``n_pairs`` candidates all are
     kept. Pairs are returned by decreasing mean saliency (ties: query token order, row-major).

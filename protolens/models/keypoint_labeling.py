@@ -23,7 +23,7 @@ from protolens.core.bank_files import BankCache
 from protolens.core.errors import ParamError
 from protolens.core.explanation import Correspondence, Explanation, ImageParts, match_parts
 from protolens.core.imageio import read_image
-from protolens.core.jobs import CancelToken, Progress
+from protolens.core.jobs import CancelToken, Progress, rescaled
 from protolens.core.segments import (
     SEGMENT_SOURCES,
     Segments,
@@ -177,17 +177,6 @@ def analyse_image(rgb: np.ndarray | None, tokens: np.ndarray, saliency: np.ndarr
                       found.centroids())
 
 
-def _scaled(inner: Generator[Progress, None, Any], low: float, high: float,
-            prefix: str = "") -> Generator[Progress, None, Any]:
-    """Forward ``inner``'s progress mapped into [low, high]; return its value."""
-    while True:
-        try:
-            report = next(inner)
-        except StopIteration as stop:
-            return stop.value
-        yield Progress(low + (high - low) * report.fraction, prefix + report.text)
-
-
 def _prototype_parts(bank: BankCache, index: int, *, segments: str, n_segments: int, grid: tuple[int, int],
                      memo: MutableMapping[Any, Any]) -> ImageParts:
     """Analysed bank image ``index`` (label = its class, name = its rel path), memoised."""
@@ -318,8 +307,8 @@ def explain_image(model: Any, rgb: np.ndarray, bank: BankCache, *, k: int = 5, s
     spec = vit_spec(model)
     run = {"mean": spec.mean, "std": spec.std, "device": device, "dtype": dtype, "cancel": cancel}
     yield Progress(0.0, "query features")
-    query_features = (yield from _scaled(dense_features(model, [rgb], input_size=bank.input_size, batch_size=1,
-                                                        **run), 0.0, 0.4, "query: "))[0]
+    query_features = (yield from rescaled(dense_features(model, [rgb], input_size=bank.input_size, batch_size=1,
+                                                         **run), 0.0, 0.4, lambda r: f"query: {r.text}"))[0]
     ranking = bank.retrieve(query_features.cls, k, exclude_sha256=query_sha256)
     notes: list[str] = []
     query = analyse_image(rgb, query_features.tokens, query_features.saliency, name="query", label="",
@@ -337,9 +326,9 @@ def explain_image(model: Any, rgb: np.ndarray, bank: BankCache, *, k: int = 5, s
     correspondences = None
     if pixels:
         options = {"layer": layer, "facet": facet, "bin": bin, "stride": _resolved_stride(model, stride)}
-        correspondences = yield from _scaled(_pixel_correspondences(model, rgb, bank, ranking, n_pairs=n_pairs,
-                                                                    options=options, run=run, memo=memo),
-                                             0.8, 1.0, "pixels: ")
+        correspondences = yield from rescaled(_pixel_correspondences(model, rgb, bank, ranking, n_pairs=n_pairs,
+                                                                     options=options, run=run, memo=memo),
+                                              0.8, 0.2, lambda r: f"pixels: {r.text}")
     yield Progress(1.0, f"{len(matches)} best buddies")
     return Explanation(query, prototypes, [cosine for _, cosine in ranking], matches, segments,
                        label_consistent=label_consistent, correspondences=correspondences, notes=notes,

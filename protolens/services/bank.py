@@ -48,7 +48,7 @@ from protolens.core.bank_files import (
 from protolens.core.errors import ImageReadError, ParamError
 from protolens.core.hashing import sha256_file
 from protolens.core.imageio import read_image
-from protolens.core.jobs import CancelToken, Progress
+from protolens.core.jobs import CancelToken, Progress, rescaled
 from protolens.core.matching import l2_normalise
 from protolens.models import api
 from protolens.models.kmeans import kmeans
@@ -176,17 +176,9 @@ def _embed_pending(segmenter: Segmenter, backbone: tuple[Any, Any, Any], cache_d
         chunk = pending[start:start + CHUNK]
         inner = _embed_chunk(segmenter, backbone, chunk, input_size=input_size, batch_size=batch_size,
                              warnings=warnings)
-        try:
-            while True:
-                try:
-                    report = next(inner)
-                except StopIteration as stop:
-                    done, bad = stop.value
-                    break
-                share = (start + report.fraction * len(chunk)) / len(pending)
-                yield Progress(0.05 + (EMBED_END - 0.05) * share, f"embedding: {report.text}")
-        finally:
-            inner.close()  # a closed caller (cancelled) stops the device job at once
+        low, span = 0.05, EMBED_END - 0.05
+        done, bad = yield from rescaled(inner, low + span * start / len(pending), span * len(chunk) / len(pending),
+                                        lambda r: f"embedding: {r.text}")
         failed += bad
         for image, features in done:
             write_features(cache_dir, image.sha256, tokens=features.tokens, saliency=features.saliency,

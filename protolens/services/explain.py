@@ -40,7 +40,7 @@ from protolens.core.bank_files import (
 )
 from protolens.core.errors import ImageReadError, ParamError
 from protolens.core.explanation import Explanation
-from protolens.core.jobs import CancelToken, Progress
+from protolens.core.jobs import CancelToken, Progress, rescaled
 from protolens.core.segments import SEGMENT_SOURCES, Segments, part_map_segments
 from protolens.services.segment import LoadedImage, Segmenter, load_image
 from protolens.services.tokens import _backbone
@@ -305,20 +305,6 @@ def _per_class(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             for name, e in sorted(table.items())}
 
 
-def _scaled(generator: Generator[Progress, None, Any], number: int, total: int,
-            rel: str) -> Generator[Progress, None, Any]:
-    """Run ``generator``, reporting its progress inside query ``number``'s share of the bar; closes it on exit."""
-    try:
-        while True:
-            try:
-                report = next(generator)
-            except StopIteration as stop:
-                return stop.value
-            yield Progress((number + report.fraction) / total, f"query {number + 1}/{total} {rel}: {report.text}")
-    finally:
-        generator.close()
-
-
 def evaluate_keypoints(segmenter: Segmenter, bank: BankCache, test_dir: str | Path, *,
                        cancel: CancelToken | None = None,
                        **options: Any) -> Generator[Progress, None, KeypointEvaluation]:
@@ -371,8 +357,9 @@ def evaluate_keypoints(segmenter: Segmenter, bank: BankCache, test_dir: str | Pa
         except ImageReadError as exc:
             skipped.append((rel, exc.reason))
             continue
-        explanation = yield from _scaled(explain(segmenter, query, bank, cancel=cancel, **options), number,
-                                         len(found), rel)
+        explanation = yield from rescaled(explain(segmenter, query, bank, cancel=cancel, **options),
+                                          number / len(found), 1 / len(found),
+                                          lambda r, n=number, rel=rel: f"query {n + 1}/{len(found)} {rel}: {r.text}")
         rows.append(_row(rel, label, explanation))
     if not rows:
         raise ParamError(f"--test {root}: none of the {len(found)} photos could be read")

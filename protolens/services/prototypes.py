@@ -40,8 +40,8 @@ import numpy as np
 from protolens.core.atomic import load_npz_arrays, write_bytes_atomic, write_json_atomic
 from protolens.core.errors import CheckpointError, ParamError
 from protolens.core.hashing import sha256_file, sha256_json
-from protolens.core.imageio import SKIP_FOLDER, read_image, scan_images
-from protolens.core.jobs import CancelToken, Progress
+from protolens.core.imageio import read_image, scan_tree
+from protolens.core.jobs import CancelToken, Progress, rescaled
 from protolens.core.store import utc_now
 from protolens.models import api
 from protolens.models.kmeans import adjusted_rand_index, choose_library, cluster_purity, kmeans
@@ -118,20 +118,14 @@ def scan_training_images(images_dir: str | Path) -> tuple[list[TrainingImage], i
     root = Path(images_dir)
     if not root.is_dir():
         raise ParamError(f"--images {root}: not a folder")
-    found: list[TrainingImage] = []
-    ignored = 0
-    folders = [root]
-    while folders:
-        folder = folders.pop(0)
-        scan = scan_images(folder)
-        for path in scan.images:
-            rel = path.relative_to(root)
-            stat = path.stat()
-            found.append(TrainingImage(path, rel.as_posix(), rel.parts[0] if len(rel.parts) > 1 else None,
-                                       stat.st_size, stat.st_mtime_ns))
-        subfolders = [p for p, why in scan.skipped if why == SKIP_FOLDER and not p.is_symlink()]
-        ignored += sum(1 for p, why in scan.skipped if why != SKIP_FOLDER)
-        folders.extend(subfolders)
+    scan = scan_tree(root)
+    found = []
+    for path in scan.images:
+        rel = path.relative_to(root)
+        stat = path.stat()
+        found.append(TrainingImage(path, rel.as_posix(), rel.parts[0] if len(rel.parts) > 1 else None,
+                                   stat.st_size, stat.st_mtime_ns))
+    ignored = len(scan.skipped)
     return found, ignored
 
 
@@ -250,17 +244,9 @@ def _embed_pending(segmenter: Segmenter, backbone: tuple[Any, Any, Any], store: 
         chunk = pending[start:start + shard_size]
         inner = _embed_shard(segmenter, backend, params, ctx, chunk, input_size=input_size, batch_size=batch_size,
                              warnings=warnings)
-        try:
-            while True:
-                try:
-                    report = next(inner)
-                except StopIteration as stop:
-                    embedded, hashes, dtype = stop.value
-                    break
-                share = (start + report.fraction * len(chunk)) / len(pending)
-                yield Progress(EMBED_SHARE * share, f"embedding: {report.text}")
-        finally:
-            inner.close()  # a closed caller (cancelled) stops the device job at once
+        embedded, hashes, dtype = yield from rescaled(inner, EMBED_SHARE * start / len(pending),
+                                                      EMBED_SHARE * len(chunk) / len(pending),
+                                                      lambda r: f"embedding: {r.text}")
         unreadable += [(chunk[i].rel, reason) for i, reason in embedded.failed]
         if embedded.done:
             done = [chunk[i] for i in embedded.done]

@@ -28,7 +28,7 @@ from protolens.core.errors import CheckpointError, ImageReadError, ParamError, P
 from protolens.core.hashing import sha256_file
 from protolens.core.imageio import scan_paths
 from protolens.core.indicators import crop_mask, epoch_indicators
-from protolens.core.jobs import CancelToken, Progress
+from protolens.core.jobs import CancelToken, Progress, rescaled
 from protolens.core.runs import RunFolder
 from protolens.services.pipeline import Tiling
 from protolens.services.segment import Segmenter, load_image
@@ -60,20 +60,6 @@ class QuadratTokens:
     first: TokenGrid | None = None
 
 
-def _rescaled(generator: Generator[Progress, None, Any], start: float, span: float,
-              text: str) -> Generator[Progress, None, Any]:
-    """Reports of ``generator`` mapped into [start, start + span] with ``text``; returns its value."""
-    try:
-        while True:
-            try:
-                report = next(generator)
-            except StopIteration as stop:
-                return stop.value
-            yield Progress(start + span * report.fraction, text)
-    finally:
-        generator.close()
-
-
 def quadrat_tokens(segmenter: Segmenter, paths: Sequence[Path], tiling: Tiling, *, backbone: str,
                    weights_path: str | Path | None, precision: str, allow_random_weights: bool,
                    cancel: CancelToken, dim: int | None = None) -> Generator[Progress, None, QuadratTokens]:
@@ -93,7 +79,7 @@ def quadrat_tokens(segmenter: Segmenter, paths: Sequence[Path], tiling: Tiling, 
             out.skipped.append((str(path), exc.reason))
             yield Progress((i + 1) / len(paths), f"{text} skipped ({exc.reason})")
             continue
-        grid = yield from _rescaled(crop_tokens(segmenter, image, backbone, weights_path=weights_path,
+        grid = yield from rescaled(crop_tokens(segmenter, image, backbone, weights_path=weights_path,
                                                 grid=tiling.grid, crop=tiling.crop, input_size=tiling.crop_input,
                                                 precision=precision, cancel=cancel,
                                                 allow_random_weights=allow_random_weights),
