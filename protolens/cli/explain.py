@@ -49,6 +49,13 @@ def explain_command(
     pixels: bool = typer.Option(False, "--pixels", help="Draw pixel correspondences (Amir et al.) instead of "
                                                         "segment matches."),
     n_pairs: int = typer.Option(10, "--n-pairs", min=1, help="Pixel correspondences per prototype."),
+    layer: int = typer.Option(9, "--layer", help="Pixel mode: block whose facet gives the descriptors (Amir: 9)."),
+    facet: str = typer.Option("key", "--facet", metavar="[key|query|value|token]",
+                              help="Pixel mode: key, query, value (the attention projections, heads concatenated) "
+                                   "or token (the block's output)."),
+    log_bin: bool = typer.Option(True, "--bin/--no-bin", help="Pixel mode: log-binned descriptors (17 bins)."),
+    stride: int = typer.Option(0, "--stride", min=0, help="Pixel mode: patch-embedding stride (0 = half the "
+                                                          "patch; timm models only)."),
     out: Path = typer.Option(Path("."), "--out", "-o", help="Folder for <stem>.explanation.png and .json."),
     model: str = typer.Option(None, "--model", help="Backbone; must be the bank's (default: the bank's)."),
     weights: Path = typer.Option(None, "--weights", help="Backbone weights file; default: the local cache."),
@@ -73,6 +80,7 @@ def explain_command(
     segmenter = Segmenter(registry(), device=device)
     explanation = run_with_bar(explain(segmenter, photo, cache, k=k, segments=segments, n_segments=n_segments,
                                        label_consistent=label_consistent, pixels=pixels, n_pairs=n_pairs,
+                                       layer=layer, facet=facet, bin=log_bin, stride=stride,
                                        weights_path=weights, precision=precision,
                                        allow_random_weights=allow_random, model=model), "explain")
     for note in explanation.notes:

@@ -49,11 +49,12 @@ from PySide6.QtWidgets import (
 from protolens.core.errors import Cancelled, ProtolensError
 from protolens.core.imageio import read_image
 from protolens.core.jobs import CancelToken
-from protolens.core.segments import label_map_segments
+from protolens.core.segments import SEGMENT_SOURCES, label_map_segments
 from protolens.gui.explain_scene import ExplainScene
 from protolens.gui.vote_chart import VoteChart
 
-SEGMENT_SOURCES = ("cosegment", "slic", "bank")
+FACETS = ("key", "query", "value", "token")
+"""Descriptor facets of the pixel correspondences (Amir et al., arXiv 2112.05814 §3)."""
 PROTOTYPE_SIDE = 480
 QUERY_SIDE = 1024
 _photo_memo: LRUCache = LRUCache(maxsize=64)
@@ -87,13 +88,15 @@ def shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
 
 
 def explain_job(segmenter: Any, image: Any, bank_root: str, *, k: int, segments: str, pixels: bool,
-                allow_random_weights: bool, cancel: CancelToken, drawn: Any = None) -> Any:
+                allow_random_weights: bool, cancel: CancelToken, drawn: Any = None, layer: int = 9,
+                facet: str = "key") -> Any:
     """Job: the explanation of ``image`` (a LoadedImage) against the bank at ``bank_root`` and the photos to draw.
 
     ``drawn`` is the label map the user drew on the photo and the project's (id, name) classes
     (:meth:`EditSession.drawn_parts`): with the ``"bank"`` source its classes are the query's parts.
     A generator of Progress returning ``(Explanation, [prototype RGB], query RGB)``; raises ParamError (not a
-    built bank, weights not the bank's), Cancelled, and the engine's errors.
+    built bank, weights not the bank's), Cancelled, and the engine's errors. ``layer`` and ``facet`` choose the
+    descriptors of the pixel correspondences (Amir et al. §4.1: block 9, key).
     """
     from protolens.services.bank import load_bank
     from protolens.services.explain import explain
@@ -102,7 +105,7 @@ def explain_job(segmenter: Any, image: Any, bank_root: str, *, k: int, segments:
     query_segments = label_map_segments(*drawn) if drawn is not None and segments == "bank" else None
     explanation = yield from explain(segmenter, image, bank, k=k, segments=segments, pixels=pixels,
                                      allow_random_weights=allow_random_weights, cancel=cancel,
-                                     query_segments=query_segments)
+                                     query_segments=query_segments, layer=layer, facet=facet)
     photos = [prototype_photo(parts.path) for parts in explanation.prototypes]
     return explanation, photos, shrink(image.rgb, QUERY_SIDE)
 
@@ -131,6 +134,7 @@ class KeypointView(QWidget):
         self.controller, self.jobs, self.settings = controller, jobs, settings
         self._image: Any = None
         self._cache: LRUCache = LRUCache(maxsize=16)  # (photo sha256, bank, k, segments) -> (expl, photos, rgb)
+        self._pixels_of: LRUCache = LRUCache(maxsize=16)  # same key -> (block, facet) of its correspondences or None
         self.explanation: Any = None
         self._shown: tuple[Any, ...] | None = None
         self.job: Any = None
@@ -174,6 +178,18 @@ class KeypointView(QWidget):
         self.mode_combo.addItem("segment matches", "segments")
         self.mode_combo.addItem("pixel correspondences", "pixels")
         self.mode_combo.currentIndexChanged.connect(lambda _i: self._mode_changed())
+        self.layer_spin = QSpinBox()
+        self.layer_spin.setRange(0, 39)
+        self.layer_spin.setPrefix("block ")
+        self.layer_spin.setValue(int(s.value("explain_layer", 9)))
+        self.layer_spin.setToolTip("Pixel correspondences: the block whose facet gives the descriptors (Amir et al.: 9)")
+        self.facet_combo = QComboBox()
+        self.facet_combo.addItems(list(FACETS))
+        self.facet_combo.setCurrentText(str(s.value("explain_facet", "key")))
+        self.facet_combo.setToolTip("Pixel correspondences: key, query or value projections (heads concatenated) or "
+                                    "the block's output tokens; log-binned, at half the patch stride")
+        self.layer_spin.valueChanged.connect(lambda _v: self._pixel_options_changed())
+        self.facet_combo.currentTextChanged.connect(lambda _t: self._pixel_options_changed())
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("Write the explanation as PNG and JSON")
         self.export_button.clicked.connect(lambda: self.export())
@@ -189,7 +205,8 @@ class KeypointView(QWidget):
         for widget in (QLabel("bank"), self.bank_edit, self.browse_button, self.build_button):
             top.addWidget(widget, 1 if widget is self.bank_edit else 0)
         bar = QHBoxLayout()
-        for widget in (self.k_spin, self.segments_combo, self.consistent, self.mode_combo, self.export_button):
+        for widget in (self.k_spin, self.segments_combo, self.consistent, self.mode_combo, self.layer_spin,
+                       self.facet_combo, self.export_button):
             bar.addWidget(widget)
         bar.addStretch(1)
         bar.addWidget(self.progress)
@@ -219,6 +236,8 @@ class KeypointView(QWidget):
         layout.addWidget(self.splitter, 1)
         self.scene_view.match_clicked.connect(self._match_clicked)
         self._set_running(False)
+        self.layer_spin.setEnabled(self.mode == "pixels")
+        self.facet_combo.setEnabled(self.mode == "pixels")
         self.scene_view.show_message("no photo")
 
     def _set_running(self, running: bool, text: str = "") -> None:
@@ -295,7 +314,7 @@ class KeypointView(QWidget):
             return
         cached = self._cache.get(key)
         pixels = self.mode == "pixels"
-        if cached is not None and (not pixels or cached[0].correspondences is not None):
+        if cached is not None and (not pixels or self._pixels_of.get(key) == self.pixel_options):
             if key != self._shown:
                 self._show(key, cached)
             return
@@ -308,6 +327,7 @@ class KeypointView(QWidget):
             return
         self.cancel()
         token = CancelToken()
+        options = dict(zip(("layer", "facet"), self.pixel_options, strict=True))
         self._set_running(True, "pixel correspondences" if pixels else "explaining")
         if self._shown != key:
             self._show(None)
@@ -317,9 +337,9 @@ class KeypointView(QWidget):
         self.job = self.jobs.submit(
             explain_job, controller.segmenter, self._image, key[1], k=key[2], segments=key[3], pixels=pixels,
             allow_random_weights=controller.allow_random_weights, cancel=token, drawn=self._drawn(), token=token,
-            kind="explain",
+            kind="explain", **options,
             on_progress=lambda report: self._progress(token, report),
-            on_result=lambda result: self._computed(key, result),
+            on_result=lambda result: self._computed(key, result, options if pixels else None),
             on_error=lambda exc: self._failed(token, exc, "explanation"),
             on_finished=lambda: self._finished(token))
 
@@ -349,8 +369,10 @@ class KeypointView(QWidget):
             self._show(None)
             self.scene_view.show_message(f"{what} failed: {text}")
 
-    def _computed(self, key: tuple[Any, ...], result: tuple[Any, list[np.ndarray], np.ndarray]) -> None:
+    def _computed(self, key: tuple[Any, ...], result: tuple[Any, list[np.ndarray], np.ndarray],
+                  pixel_options: dict[str, Any] | None) -> None:
         self._cache[key] = result
+        self._pixels_of[key] = None if pixel_options is None else (pixel_options["layer"], pixel_options["facet"])
         if key == self._key():
             self._show(key, result)
 
@@ -403,10 +425,23 @@ class KeypointView(QWidget):
         self.scene_view.set_filter(self.consistent.isChecked())
         self._refresh_vote()
 
+    @property
+    def pixel_options(self) -> tuple[int, str]:
+        """(block, facet) of the pixel correspondences' descriptors."""
+        return self.layer_spin.value(), self.facet_combo.currentText()
+
+    def _pixel_options_changed(self) -> None:
+        self.settings.setValue("explain_layer", self.layer_spin.value())
+        self.settings.setValue("explain_facet", self.facet_combo.currentText())
+        if self.mode == "pixels":
+            self.refresh()
+
     def _mode_changed(self) -> None:
         """Segment matches | pixel correspondences: draw them, computing the correspondences the first time."""
-        explanation = self.explanation
-        if self.mode == "pixels" and (explanation is None or explanation.correspondences is None):
+        pixels = self.mode == "pixels"
+        self.layer_spin.setEnabled(pixels)
+        self.facet_combo.setEnabled(pixels)
+        if pixels and (self.explanation is None or self._pixels_of.get(self._shown) != self.pixel_options):
             self.refresh()
             return
         self.scene_view.set_mode(self.mode)

@@ -89,3 +89,27 @@ def test_option_errors_are_one_line(monkeypatch, capsys, bank_dir, samples, tmp_
                               "--out", tmp_path, "--allow-random-weights", *args)
     assert code == 1 and stderr.strip().startswith("error: ") and message in stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_explain_pixels_with_a_chosen_block_and_facet(monkeypatch, capsys, bank_dir, samples, tmp_path):
+    """--pixels with --layer/--facet/--no-bin/--stride: at most --n-pairs correspondences per prototype, each
+    point inside its photo; a facet that does not exist is one error line."""
+    code, stdout, stderr = run_cli(monkeypatch, capsys, "explain", samples / "birds" / "crow.png", "--bank", bank_dir,
+                                   "--k", 2, "--out", tmp_path, "--pixels", "--n-pairs", 4, "--layer", 3, "--facet",
+                                   "value", "--no-bin", "--stride", 7, "--allow-random-weights")
+    assert code == 0, stderr
+    data = json.loads((tmp_path / "crow.explanation.json").read_text())
+    sizes = {r["rank"]: cv2.imread(r["path"]).shape[:2] for r in data["retrieval"]}
+    crow = cv2.imread(str(samples / "birds" / "crow.png")).shape[:2]
+    assert len(data["correspondences"]) == 2
+    assert sum(len(c["pairs"]) for c in data["correspondences"]) > 0
+    for entry in data["correspondences"]:
+        height, width = sizes[entry["rank"]]
+        assert len(entry["pairs"]) <= 4
+        for pair in entry["pairs"]:
+            assert 0 <= pair["query_xy"][0] < crow[1] and 0 <= pair["query_xy"][1] < crow[0]
+            assert 0 <= pair["prototype_xy"][0] < width and 0 <= pair["prototype_xy"][1] < height
+    assert "pixel correspondences" in stdout
+    code, _, stderr = run_cli(monkeypatch, capsys, "explain", samples / "birds" / "crow.png", "--bank", bank_dir,
+                              "--out", tmp_path / "bad", "--pixels", "--facet", "attention", "--allow-random-weights")
+    assert code == 1 and stderr.strip().startswith("error: ") and "attention" in stderr

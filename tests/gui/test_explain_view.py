@@ -129,6 +129,15 @@ def test_pixel_correspondences_on_demand_then_cached(qtbot, explained):
     assert view.scene_view.line_count == len(view.explanation.kept(False))
     view.mode_combo.setCurrentIndex(view.mode_combo.findData("pixels"))
     assert view.scene_view.line_count == pairs and view.jobs_started == started + 1
+    assert view.layer_spin.isEnabled() and view.facet_combo.isEnabled()
+    # another facet: the correspondences are computed again, with that facet
+    view.facet_combo.setCurrentText("token")
+    assert view.jobs_started == started + 2
+    qtbot.waitUntil(lambda: not view.jobs.active("explain") and view._pixels_of.get(view._shown) == (9, "token"),
+                    timeout=30000)
+    assert view.scene_view.line_count == sum(len(c) for c in view.explanation.correspondences)
+    view.mode_combo.setCurrentIndex(view.mode_combo.findData("segments"))
+    assert not view.layer_spin.isEnabled() and view.jobs_started == started + 2
 
 
 def test_export_writes_png_and_json(qtbot, explained, tmp_path):
