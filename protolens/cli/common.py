@@ -4,6 +4,9 @@ A backend's parameters are declared once, in its ``plugin.toml`` (:mod:`protolen
 that expose them as named options (``protolens attention``) build those options from the
 :class:`~protolens.core.params.ParamSpec` list with :func:`with_backend_options`, so flags, help texts,
 defaults, bounds and choices are never declared a second time in the CLI.
+
+A ``text`` parameter (a class list) is given as a FILE whose UTF-8 text becomes the value
+(``--classes classes.txt``; :func:`protolens.core.params.read_text_file`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from protolens.core.errors import BackendUnavailableError
-from protolens.core.params import ParamSpec
+from protolens.core.params import ParamSpec, read_text_file
 from protolens.models.registry import Registry
 from protolens.services.segment import drain
 
@@ -41,6 +44,11 @@ def params_help() -> str:
             continue
         lines.append(f"\n\n{entry.id}:")
         for spec in entry.manifest.params:
+            if spec.type == "text":
+                default = "empty" if not spec.default else "\\n".join(spec.default.splitlines())
+                lines.append(f"\n\n  {spec.cli_flag} FILE (a UTF-8 text file whose text is the value; default "
+                             f"{default}): {spec.help}")
+                continue
             extra = f" one of {', '.join(map(str, spec.choices))}" if spec.choices else ""
             bounds = f" [{spec.minimum}..{spec.maximum}]" if spec.minimum is not None or spec.maximum is not None else ""
             lines.append(f"\n\n  {spec.cli_flag} {spec.type.upper()}{bounds}{extra} (default {spec.default}): {spec.help}")
@@ -70,6 +78,9 @@ def _option_text(spec: ParamSpec) -> tuple[str, str | None]:
         else:
             metavar = "<choice>"
             text += " One of: " + ", ".join(map(str, spec.choices)) + "."
+    elif spec.type == "text":
+        metavar = "FILE"
+        text += " Give a UTF-8 text file; its text is the value."
     elif spec.minimum is not None or spec.maximum is not None:
         low = spec.minimum if spec.minimum is not None else "-inf"
         high = spec.maximum if spec.maximum is not None else "inf"
@@ -84,9 +95,21 @@ def spec_option(spec: ParamSpec, aliases: Sequence[str] = (), panel: str | None 
     defaults to ``spec.default`` (shown in ``--help``) and converts its value with ``spec.coerce``: a wrong
     type, a value out of bounds or not among the choices raises :class:`~protolens.core.errors.ParamError`,
     which the CLI prints as one ``error:`` line (exit status 1), as for ``protolens segment``.
+
+    A ``text`` parameter takes a FILE (metavar ``FILE``) whose UTF-8 text becomes the value
+    (:func:`~protolens.core.params.read_text_file`; a missing file raises ParamError "... no such file"). Its
+    option defaults to None (click converts defaults too, and the default is text, not a file), which
+    :func:`with_backend_options` replaces by ``spec.default``.
     """
     text, metavar = _option_text(spec)
-    if spec.type == "bool":
+    if spec.type == "text":
+
+        def read_file(path: str) -> str:
+            return read_text_file(spec, path)
+
+        option = typer.Option(None, spec.cli_flag, *aliases, help=text, parser=read_file, metavar=metavar,
+                              show_default=False, rich_help_panel=panel)
+    elif spec.type == "bool":
         option = typer.Option(spec.default, f"{spec.cli_flag}/--no-{spec.cli_flag[2:]}", *aliases, help=text,
                               show_default=True, rich_help_panel=panel)
     else:
@@ -133,8 +156,13 @@ def with_backend_options(func: Callable[..., Any], specs: Sequence[ParamSpec], *
     options = [spec_option(s, (aliases or {}).get(s.name, ()), panel) for s in specs]
     parameters = [*positional, *options, *keyword]
 
+    texts = {s.name: s.default for s in specs if s.type == "text"}
+
     @functools.wraps(func)
     def command(**values: Any) -> Any:
+        for name, default in texts.items():
+            if values.get(name) is None:
+                values[name] = default
         return func(**values)
 
     command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]

@@ -160,6 +160,11 @@ class EditHistory:
                        region.left + int(cols[-1]) + 1)
         edit = Edit(label, tight, zlib.compress(np.ascontiguousarray(snapshot[tight.slices]).tobytes(), 1),
                     zlib.compress(np.ascontiguousarray(labels[tight.slices]).tobytes(), 1))
+        return self.push(edit)
+
+    def push(self, edit: Edit) -> Edit:
+        """Record an edit made elsewhere as the newest undo step (the redo steps are dropped; the oldest steps
+        go when the history is over ``max_bytes``). Returns ``edit``."""
         self._undo.append(edit)
         self._redo.clear()
         self._trim()

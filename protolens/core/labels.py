@@ -80,7 +80,9 @@ class LabelSet:
             if class_id is None:
                 raise LabelError("all 254 class ids are in use")
         if color is None:
-            color = DEFAULT_COLORS[len(self.classes) % len(DEFAULT_COLORS)]
+            taken = {c.color for c in self.classes}
+            color = next((c for c in DEFAULT_COLORS if tuple(c) not in taken),
+                         DEFAULT_COLORS[len(self.classes) % len(DEFAULT_COLORS)])
         label = LabelClass(int(class_id), name.strip(), tuple(int(c) for c in color))
         self.classes.append(label)
         try:

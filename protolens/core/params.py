@@ -3,7 +3,7 @@
 A manifest (``plugin.toml``) declares each parameter as a table::
 
     [params.long_side]
-    type = "int"          # int | float | bool | choice | str
+    type = "int"          # int | float | bool | choice | str | text
     default = 518
     min = 56
     max = 2240
@@ -14,6 +14,10 @@ A manifest (``plugin.toml``) declares each parameter as a table::
 
 :func:`make_params` validates values against the specs and returns a frozen dataclass instance,
 so a backend reads ``params.long_side`` with the right type and within bounds.
+
+A ``text`` parameter is a multi-line string (a class list, one class per line): the GUI edits it in a
+multi-line box, and on the command line its value is a FILE whose UTF-8 text becomes the value
+(``--classes classes.txt``, :func:`read_text_file`), so results and their keys hold the text itself, not a path.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from protolens.core.errors import ParamError
 
-PARAM_TYPES = ("int", "float", "bool", "choice", "str")
+PARAM_TYPES = ("int", "float", "bool", "choice", "str", "text")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -39,7 +44,8 @@ class ParamSpec:
     name : str
         Python identifier (``long_side``); the CLI flag is ``--long-side``.
     type : str
-        One of ``int``, ``float``, ``bool``, ``choice``, ``str``.
+        One of ``int``, ``float``, ``bool``, ``choice``, ``str``, ``text`` (multi-line string; on the command
+        line given as a file, see :func:`read_text_file`).
     default : Any
         Default value (already valid).
     minimum, maximum : float or None
@@ -117,6 +123,10 @@ class ParamSpec:
                 if value == choice or str(value) == str(choice):
                     return choice
             return value
+        if self.type == "text":
+            if isinstance(value, bytes):
+                raise ValueError(value)
+            return str(value).replace("\r\n", "\n").replace("\r", "\n")
         return str(value)
 
 
@@ -170,11 +180,40 @@ def params_to_dict(params: Any) -> dict[str, Any]:
     return dataclasses.asdict(params)
 
 
+def read_text_file(spec: ParamSpec, path: str | Path) -> str:
+    """The value of the ``text`` parameter ``spec`` given on the command line as ``path``: the file's UTF-8 text.
+
+    A leading byte-order mark is dropped and line endings become ``\\n`` (:meth:`ParamSpec.coerce`), so the
+    same list gives the same value (and result key) on every platform.
+
+    Raises
+    ------
+    ParamError
+        ``path`` is empty, does not exist, is not a file, cannot be read or is not UTF-8 text; the message
+        names the option and the path.
+    """
+    if not str(path).strip():
+        raise ParamError(f"{spec.cli_flag} needs a FILE (a UTF-8 text file)")
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise ParamError(f"{spec.cli_flag}: {path}: no such file")
+    if not file.is_file():
+        raise ParamError(f"{spec.cli_flag}: {path}: not a file")
+    try:
+        text = file.read_bytes().decode("utf-8-sig")
+    except OSError as error:
+        raise ParamError(f"{spec.cli_flag}: {path}: cannot be read ({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise ParamError(f"{spec.cli_flag}: {path}: not UTF-8 text") from None
+    return spec.coerce(text)
+
+
 def parse_cli_args(specs: Sequence[ParamSpec], args: Sequence[str]) -> dict[str, Any]:
     """Parse ``--flag value`` / ``--flag=value`` / ``--flag`` / ``--no-flag`` pairs against ``specs``.
 
-    Returns the validated values by parameter name. Raises :class:`ParamError` on an unknown flag,
-    a missing value or an invalid one.
+    Returns the validated values by parameter name. The value of a ``text`` parameter is a file path whose
+    UTF-8 text becomes the value (:func:`read_text_file`). Raises :class:`ParamError` on an unknown flag,
+    a missing value, an invalid one or an unreadable file.
     """
     by_flag = {s.cli_flag: s for s in specs}
     out: dict[str, Any] = {}
@@ -205,5 +244,5 @@ def parse_cli_args(specs: Sequence[ParamSpec], args: Sequence[str]) -> dict[str,
             i += 2
         else:
             raise ParamError(f"{flag} needs a value")
-        out[spec.name] = spec.coerce(raw)
+        out[spec.name] = read_text_file(spec, raw) if spec.type == "text" else spec.coerce(raw)
     return out

@@ -25,6 +25,16 @@ KEY_LENGTH = 16
 """Hex digits of a result key (64 bits of SHA-256)."""
 
 
+def _title_value(value: Any, limit: int = 60) -> str:
+    """A parameter value on one line: a multi-line text (a class list, one class per line, synonyms after ";")
+    becomes its first names joined by ", ", cut to ``limit`` characters."""
+    if not isinstance(value, str) or "\n" not in value:
+        return str(value)
+    names = [line.split(";")[0].strip() for line in value.splitlines()]
+    text = ", ".join(n for n in names if n and not n.startswith("#"))
+    return text if len(text) <= limit else text[:limit - 1].rstrip(", ") + "…"
+
+
 def utc_now() -> str:
     """Current UTC time as ISO 8601 with a ``Z`` suffix, second precision."""
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -99,7 +109,8 @@ class ResultRecord:
         weights = "" if self.weights_id == "none" else f" · {Path(self.weights_id).name}"
         if self.weights_sha256 not in ("none", "") and self.weights_id != "none":
             weights += f" [{self.weights_sha256[:8]}]"
-        shown = [f"{k}={v}" for k, v in self.params.items() if k in _TITLE_PARAMS and v not in (-1, 0, 0.0, None)
+        shown = [f"{k}={_title_value(v)}" for k, v in self.params.items()
+                 if k in _TITLE_PARAMS and v not in (-1, 0, 0.0, None)
                  and not (k in ("block", "head") and self.params.get("mode") not in (None, "cls"))]
         return f"{self.backend_id}" + (f" ({', '.join(shown)})" if shown else "") + weights
 

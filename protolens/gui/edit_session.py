@@ -24,6 +24,8 @@ from protolens.core.store import result_mask
 from protolens.gui.editor import TOOL_KEYS, TOOLS, Editor
 from protolens.gui.editor_panel import EditorPanel
 from protolens.gui.label_layer import LabelLayerItem
+from protolens.gui.region_picker import RegionPicker
+from protolens.gui.region_source import RegionSource
 from protolens.services.annotations import import_labelmap
 
 AUTOSAVE_MS = 3000
@@ -62,6 +64,8 @@ class EditSession(QObject):
         self.editor = Editor(self.layer, history_bytes)
         for item in (self.layer, self.editor.preview, self.editor.cursor):
             canvas.view.addItem(item)
+        self.picker = self.editor.picker = RegionPicker(canvas.view)
+        self.regions = RegionSource(controller, jobs, self)
         self.panel = EditorPanel()
         self.project = Project()
         self.folder: Path | None = None
@@ -94,6 +98,15 @@ class EditSession(QObject):
         p.history_clicked.connect(lambda row: e.undo_to(row + 1))
         p.scale_changed.connect(self._scale)
         e.edited.connect(self._edited)
+        r = self.regions
+        p.object_regions_requested.connect(r.compute)
+        p.region_count_changed.connect(r.set_count)
+        r.count_shown.connect(p.show_region_count)
+        r.regions_changed.connect(self._regions_shown)
+        r.busy_changed.connect(lambda busy: p.object_regions.setText("Cancel regions" if busy else "Object regions"))
+        r.progress.connect(lambda fraction, text: p.region_status.setText(f"{text} ({fraction:.0%})"))
+        r.failed.connect(self.messages.error)
+        self.controller.result_changed.connect(r.result_changed)
         e.history_changed.connect(lambda: p.show_history(e.history.labels, e.history.redo_labels))
 
     def add_actions(self, menu: Any, window: QMainWindow) -> None:
@@ -127,6 +140,7 @@ class EditSession(QObject):
         """Save the current photo's edits (state "saved") before another photo is shown."""
         self.save("saved")
         self.editor.set_annotation(None)
+        self.regions.photo_changed(None)
         self.canvas.set_editing(False)
         self.layer.tool_active = False
         self.meta = None
@@ -134,6 +148,7 @@ class EditSession(QObject):
 
     def photo_shown(self, image: Any) -> None:
         """Load the photo's annotation, if it has one, off the UI thread."""
+        self.regions.photo_changed(image)
         meta = image.meta
         self.meta = meta
         self.jobs.submit(load_annotation, self.store, meta, kind="annotation", lane="store",
@@ -335,6 +350,11 @@ class EditSession(QObject):
         self.editor.set_tool(tool)
         self.panel.select_tool(tool)
 
+    def _regions_shown(self, ids: Any, image_size: Any, text: str) -> None:
+        """New regions (or None) for the Regions tool: the picker rebuilds its items, re-highlights at the cursor."""
+        self.picker.set_regions(ids, image_size, text)
+        self.panel.region_status.setText(text or "no regions")
+
     def _resize(self, factor: float) -> None:
         old = self.panel.radius.value()
         new = max(1, round(old * factor))
@@ -353,7 +373,9 @@ class EditSession(QObject):
         self._save_project()
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
-        """Space held: drags pan the view instead of painting."""
+        """Space held: drags pan the view instead of painting. Shift at a click: the Regions tool removes."""
+        if event.type() in (QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonRelease):
+            self.editor.remove_held = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
         if event.type() in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and event.key() == Qt.Key.Key_Space:
             if not event.isAutoRepeat():
                 self.layer.pan_held = event.type() == QEvent.Type.KeyPress

@@ -1,8 +1,10 @@
-"""The mask editor's state and tools: brush, eraser, polygon, lasso and flood fill on a label map, with undo.
+"""The mask editor's state and tools: brush, eraser, polygon, lasso, flood fill and region picking on a label
+map, with undo.
 
 Every tool edits the label map in place through ``protolens.core.editing`` (only the touched region),
-records one undo step per stroke/fill, and asks the label layer to redraw. Autosave is driven by the
-``edited`` signal (the window saves a few seconds after the last edit).
+records one undo step per stroke/fill/accepted region, and asks the label layer to redraw. Autosave is driven
+by the ``edited`` signal (the window saves a few seconds after the last edit). The Regions tool paints whole
+object regions (``RegionPicker``) with a click: the current class, or background with Shift.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from PySide6.QtGui import QColor, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsPathItem
 
 from protolens.core.annotation import Annotation
-from protolens.core.editing import EditHistory, Region, fill_polygon, flood_fill, paint_segment
+from protolens.core.editing import Region, fill_polygon, flood_fill, paint_segment
 from protolens.core.labels import LabelSet
+from protolens.gui.deferred_history import DeferredHistory
 from protolens.gui.label_layer import LabelLayerItem
+from protolens.gui.region_picker import RegionPicker
 
-TOOLS = ("brush", "eraser", "fill", "polygon", "lasso")
-TOOL_KEYS = {"brush": "B", "eraser": "E", "fill": "F", "polygon": "P", "lasso": "L"}
+TOOLS = ("brush", "eraser", "fill", "polygon", "lasso", "regions")
+TOOL_KEYS = {"brush": "B", "eraser": "E", "fill": "F", "polygon": "P", "lasso": "L", "regions": "R"}
 
 
 class Editor(QObject):
@@ -33,7 +37,7 @@ class Editor(QObject):
     def __init__(self, layer: LabelLayerItem, history_bytes: int = 256 * 1024**2) -> None:
         super().__init__()
         self.layer = layer
-        self.history = EditHistory(history_bytes)
+        self.history = DeferredHistory(history_bytes)
         self.annotation: Annotation | None = None
         self.labels = LabelSet.default()
         self.tool = "brush"
@@ -44,6 +48,8 @@ class Editor(QObject):
         self._last: tuple[float, float] | None = None
         self._region: Region | None = None
         self._path: list[tuple[float, float]] = []
+        self.picker: RegionPicker | None = None  # the Regions tool's regions (set by the edit session)
+        self.remove_held = False  # Shift held at the last click: the Regions tool removes instead of adding
         self.preview = QGraphicsPathItem()
         self.cursor = QGraphicsEllipseItem()
         for item, color in ((self.preview, QColor(255, 255, 0)), (self.cursor, QColor(255, 255, 255))):
@@ -63,6 +69,8 @@ class Editor(QObject):
         self.preview.setPath(QPainterPath())
         self.layer.set_labels(None if annotation is None else annotation.labels)
         self.refresh_colors()
+        if self.picker is not None:
+            self.picker.set_active(annotation is not None and self.tool == "regions")
         self.history_changed.emit()
 
     def set_labels(self, labels: LabelSet) -> None:
@@ -80,6 +88,8 @@ class Editor(QObject):
         self.tool = tool
         self._path.clear()
         self.preview.setPath(QPainterPath())
+        if self.picker is not None:
+            self.picker.set_active(tool == "regions" and self.annotation is not None)
 
     def set_radius(self, radius: float) -> None:
         self.radius = float(np.clip(radius, 0.5, 500.0))
@@ -150,12 +160,38 @@ class Editor(QObject):
             if self._region is not None:
                 self.layer.changed(self._region)
             self._finish(f"fill {self.labels.name_of(self._value())}")
+        elif self.tool == "regions":
+            self.accept_region(x, y, remove=self.remove_held)
         elif self.tool == "polygon":
             if double:
                 self.close_polygon()
             else:
                 self._path.append((x, y))
                 self._show_path(closed=False)
+
+    def accept_region(self, x: float, y: float, remove: bool = False) -> bool:
+        """Paint the picker's region under photo pixel (x, y) with the current class (``remove``: background).
+
+        One undo step; returns False when nothing is edited, no region lies there or the regions belong to
+        another photo size.
+        """
+        if self.annotation is None or self.picker is None:
+            return False
+        index = self.picker.region_at(x, y)
+        hit = self.picker.pixels(index)
+        labels = self.annotation.labels
+        if hit is None or self.picker.image_size != labels.shape:
+            return False
+        region, mask = hit
+        value = 0 if remove else int(self.class_id)
+        name = f"remove region {index + 1}" if remove else f"add region {index + 1} {self.labels.name_of(value)}"
+        if self.history.push_region(labels, region, mask, value, name) is None:
+            return False
+        self.layer.changed(region)
+        self.annotation.touched()
+        self.edited.emit()
+        self.history_changed.emit()
+        return True
 
     def close_polygon(self) -> None:
         """Fill the polygon clicked so far (needs three points); Enter or a double-click does this."""
@@ -193,6 +229,11 @@ class Editor(QObject):
         r = self.radius if self.tool in ("brush", "eraser") else 0.0
         self.cursor.setRect(x - r, y - r, 2 * r, 2 * r)
         self.cursor.setVisible(r > 0)
+        if self.tool == "regions" and self.picker is not None:
+            label = self.labels.by_id(self.class_id)
+            if label is not None and label.color != self.picker.color:
+                self.picker.set_color(label.color)
+            self.picker.hover(x, y)
 
     # --- history ---------------------------------------------------------------------------------
     def undo(self) -> bool:

@@ -1,4 +1,5 @@
-"""The mask-editor panel: start, tools, brush size, classes, opacity, undo/redo history, scale, export."""
+"""The mask-editor panel: start, tools, brush size, object regions (n_o), classes, opacity, undo/redo history,
+scale, export."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from superqt import QLabeledDoubleSlider
+from superqt import QLabeledDoubleSlider, QLabeledSlider
 
 from protolens.core.labels import LabelSet
 from protolens.gui.editor import TOOL_KEYS, TOOLS
@@ -52,6 +53,8 @@ class EditorPanel(QGroupBox):
     history_clicked = Signal(int)
     scale_changed = Signal(float)
     export_requested = Signal()
+    object_regions_requested = Signal()
+    region_count_changed = Signal(int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Edit mask", parent)
@@ -97,6 +100,23 @@ class EditorPanel(QGroupBox):
         self.radius.setToolTip("Brush radius in photo pixels ([ and ] change it)")
         self.radius.valueChanged.connect(lambda v: self.radius_changed.emit(float(v)))
         form.addRow("Brush radius", self.radius)
+        self.object_regions = QPushButton("Object regions")
+        self.object_regions.setObjectName("object_regions")
+        self.object_regions.setToolTip("Propose object regions on this photo (DINO features partitioned into n_o "
+                                       "regions, OC-ZSS step 1). Regions tool (R): click adds a region with the "
+                                       "current class, Shift+click removes it. Click again to cancel.")
+        self.object_regions.clicked.connect(self.object_regions_requested)
+        self.region_count = QLabeledSlider(Qt.Orientation.Horizontal)
+        self.region_count.setObjectName("region_count")
+        self.region_count.setRange(2, 40)
+        self.region_count.setValue(6)
+        self.region_count.setToolTip("n_o: number of object regions, recomputed from the cached features "
+                                     "(the model does not run again)")
+        self.region_count.valueChanged.connect(lambda v: self.region_count_changed.emit(int(v)))
+        form.addRow(self.object_regions, self.region_count)
+        self.region_status = QLabel("no regions")
+        self.region_status.setStyleSheet("color:#888;font-size:11px;")
+        form.addRow("", self.region_status)
         self.opacity = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0.0, 1.0)
         self.opacity.setValue(0.5)
@@ -172,6 +192,12 @@ class EditorPanel(QGroupBox):
 
     def select_tool(self, tool: str) -> None:
         self.tool_buttons[tool].setChecked(True)
+
+    def show_region_count(self, n: int) -> None:
+        """Move the n_o slider to ``n`` without emitting ``region_count_changed``."""
+        self.region_count.blockSignals(True)
+        self.region_count.setValue(int(n))
+        self.region_count.blockSignals(False)
 
     def current_class(self) -> int | None:
         item = self.classes.currentItem()

@@ -33,6 +33,7 @@ from protolens.core.runs import RunFolder
 from protolens.core.store import ResultStore
 from protolens.gui.backend_panel import BackendPanel
 from protolens.gui.canvas import ImageCanvas
+from protolens.gui.class_prompt_panel import ClassPromptPanel
 from protolens.gui.controller import PhotoController
 from protolens.gui.display_panel import DisplayPanel
 from protolens.gui.edit_session import EditSession
@@ -144,10 +145,11 @@ class MainWindow(QMainWindow):
         self.edit = EditSession(self.canvas, self.jobs, self.store, self.messages, self.controller, self,
                                 history_bytes=int(self.settings.value("history_mb", 256)) * 1024**2,
                                 autosave_ms=int(self.settings.value("autosave_ms", 3000)))
+        self.class_prompts = ClassPromptPanel(lambda: self.edit.project.labels, self.layers)
         side = QWidget()
         side_layout = QVBoxLayout(side)
-        for panel in (self.backend_panel, self.display_panel, self.results_panel, self.species_panel,
-                      self.edit.panel):
+        for panel in (self.backend_panel, self.class_prompts, self.display_panel, self.results_panel,
+                      self.species_panel, self.edit.panel):
             side_layout.addWidget(panel)
         side_layout.addStretch(1)
         scroll = QScrollArea()
@@ -249,6 +251,11 @@ class MainWindow(QMainWindow):
         rp.delete_requested.connect(c.delete_key)
         rp.layer_changed.connect(self._layer_changed)
         rp.overlays_changed.connect(self.layers.set_visible)
+        cp = self.class_prompts  # the class list of a text-prompted backend: its maps drive "Map shown"
+        cp.map_picked.connect(lambda name: rp.layer.setCurrentIndex(max(rp.layer.findData(name), 0)))
+        rp.layer_changed.connect(cp.set_map)
+        cp.mask_requested.connect(lambda: self.edit.start("threshold"))
+        cp.follow(self.edit.panel)
         self.edit.panel.export_requested.connect(self.export_masks)
 
     def _restore_settings(self) -> None:
@@ -347,6 +354,7 @@ class MainWindow(QMainWindow):
         """Show ``found`` over the photo, titled; or clear the heatmap and say there is no result."""
         self.results_panel.show_result(found)
         self.layers.show(found)
+        self.class_prompts.show_result(found, self.results_panel.current_layer())
         self.species_panel.show_result(found)
         # The manifest's kind decides the view: a segmentation's class overlay stands for the threshold mask;
         # heatmaps and explanations keep the mask (explanations add their keypoints and scores table).
@@ -388,6 +396,7 @@ class MainWindow(QMainWindow):
             self.messages.error(str(exc))
             return
         self.backend_panel.show_backend(entry, self._params.get(backend_id))
+        self.class_prompts.attach(self.backend_panel.form, entry.manifest.params if entry.manifest else ())
         self.settings.setValue("backend", backend_id)
         self._inputs_changed()
 
@@ -401,6 +410,8 @@ class MainWindow(QMainWindow):
 
     def run_current(self) -> None:
         """Run the selected backend on the current photo (cancelling a run in progress)."""
+        if self.class_prompts.flush():  # a class list edit still waiting for the typing pause
+            self._params[self.backend_panel.current_id()] = self.backend_panel.form.values()
         self._inputs_changed(look_up=False)
         self.controller.run()
 

@@ -5,18 +5,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLineEdit, QSpinBox, QWidget
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtGui import QFontMetrics
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLineEdit,
+    QPlainTextEdit,
+    QSpinBox,
+    QWidget,
+)
 
 from protolens.core.params import ParamSpec
 
 _INT_LIMIT = 2**31 - 1
+TEXT_LINES = 5
+"""Height of a ``text`` parameter's editor, in lines of text."""
+TEXT_DEBOUNCE_MS = 400
+"""Typing in a ``text`` editor emits ``changed`` once this long after the last key stroke."""
 
 
 class ParamForm(QWidget):
-    """One editor per parameter: spin boxes within the bounds, a combo box for choices, a check box for bools.
+    """One editor per parameter: spin boxes within the bounds, a combo box for choices, a check box for bools,
+    a line edit for ``str`` and a multi-line :class:`QPlainTextEdit` (``TEXT_LINES`` lines high) for ``text``.
 
-    ``changed`` is emitted (with the full value dict) whenever the user edits a value.
+    ``changed`` is emitted (with the full value dict) whenever the user edits a value; for a ``text`` parameter
+    ``TEXT_DEBOUNCE_MS`` after the last key stroke (one emission per burst of typing).
     """
 
     changed = Signal(dict)
@@ -27,9 +43,14 @@ class ParamForm(QWidget):
         self._layout.setContentsMargins(0, 0, 0, 0)
         self._specs: list[ParamSpec] = []
         self._editors: dict[str, QWidget] = {}
+        self._text_timer = QTimer(self)
+        self._text_timer.setSingleShot(True)
+        self._text_timer.setInterval(TEXT_DEBOUNCE_MS)
+        self._text_timer.timeout.connect(self._emit)
 
     def set_specs(self, specs: Sequence[ParamSpec], values: dict[str, Any] | None = None) -> None:
         """Rebuild the form for ``specs``, showing ``values`` (defaults where missing)."""
+        self._text_timer.stop()
         while self._layout.rowCount():
             self._layout.removeRow(0)
         self._specs, self._editors = list(specs), {}
@@ -69,6 +90,17 @@ class ParamForm(QWidget):
                 combo.addItem(str(choice), choice)
             combo.currentIndexChanged.connect(self._emit)
             return combo
+        if spec.type == "text":
+            text = QPlainTextEdit()
+            text.setTabChangesFocus(True)
+            text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+            text.setPlaceholderText(spec.help)
+            margins = text.contentsMargins()
+            line = QFontMetrics(text.font()).lineSpacing()
+            text.setFixedHeight(TEXT_LINES * line + 2 * int(text.document().documentMargin())
+                                + margins.top() + margins.bottom() + 4)
+            text.textChanged.connect(self._text_timer.start)
+            return text
         line = QLineEdit()
         line.editingFinished.connect(self._emit)
         return line
@@ -94,6 +126,10 @@ class ParamForm(QWidget):
                     editor.blockSignals(False)
                 elif isinstance(editor, QLineEdit):
                     editor.setText(str(value))
+                elif isinstance(editor, QPlainTextEdit) and editor.toPlainText() != value:
+                    editor.blockSignals(True)  # no debounced emission either
+                    editor.setPlainText(value)
+                    editor.blockSignals(False)
         finally:
             self.blockSignals(False)
 
@@ -108,6 +144,8 @@ class ParamForm(QWidget):
                 raw = editor.isChecked()
             elif isinstance(editor, QComboBox):
                 raw = editor.currentData()
+            elif isinstance(editor, QPlainTextEdit):
+                raw = editor.toPlainText()
             else:
                 raw = editor.text()
             out[spec.name] = spec.coerce(raw)
@@ -117,5 +155,12 @@ class ParamForm(QWidget):
         """The editor widget of parameter ``name`` (tests drive it)."""
         return self._editors[name]
 
+    def flush(self) -> None:
+        """Emit a pending (debounced) ``text`` edit now; nothing when none is pending."""
+        if self._text_timer.isActive():
+            self._text_timer.stop()
+            self._emit()
+
     def _emit(self, *_: Any) -> None:
+        self._text_timer.stop()
         self.changed.emit(self.values())
