@@ -4,15 +4,22 @@
 in [0, 1], photo size) and ``DIR/<stem>.json`` (schema protolens.result/1: image path and sha256,
 backend id and version, weights id and sha256 or "none", parameters, threshold and its semantics, time).
 All coordinates are (row, col) = (y, x) with the origin at the photo's top-left. Every write is atomic.
+
+A result with typed layers also gets their files, named as in the result store with the photo's stem in front
+(``<stem>.heatmaps.npz`` named heatmaps, ``<stem>.labelmap.npy``, ``<stem>.regions.npz``,
+``<stem>.keypoints.npz``; the JSON's ``layers`` section describes them as the sidecar does) and, for a label
+map, ``<stem>.labels.png``: its class ids at the photo size (uint8, nearest; 0 = background) with the class
+names in the JSON (``label_map.classes``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from protolens.core.atomic import write_json_atomic, write_npy_atomic, write_png_atomic
+from protolens.core.atomic import write_bytes_atomic, write_json_atomic, write_npy_atomic, write_png_atomic
 from protolens.core.errors import StoreWriteError
 from protolens.core.records import ImageMeta, ResultRecord, result_mask, utc_now
 from protolens.core.thresholds import mask_to_png_array
@@ -23,7 +30,7 @@ RESULT_SCHEMA = "protolens.result/1"
 
 def export_result(out_dir: str | Path, meta: ImageMeta, record: ResultRecord, heatmap: Heatmap,
                   mask: np.ndarray | None = None, probability: Heatmap | None = None, *,
-                  stem: str | None = None) -> list[Path]:
+                  stem: str | None = None, layers: Any = None) -> list[Path]:
     """Write the export trio for one photo into ``out_dir`` (see the module docstring).
 
     ``stem`` names the files (``<stem>.mask.png`` ...); default the photo's stem. A batch whose photos share a
@@ -31,7 +38,9 @@ def export_result(out_dir: str | Path, meta: ImageMeta, record: ResultRecord, he
 
     The heatmap is written at the photo's resolution; the mask defaults to :func:`result_mask`. A probability
     map, when given, is written too (``<stem>.probability.npy``, float32, photo size).
-    Returns the written paths [mask, heatmap, sidecar(, probability)]. Raises :class:`StoreWriteError`.
+    ``layers`` (:class:`~protolens.core.layers.ResultLayers`), when given, adds the layer files (see the
+    module docstring). Returns the written paths [mask, heatmap, sidecar(, probability)(, layer files)].
+    Raises :class:`StoreWriteError`.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -53,5 +62,27 @@ def export_result(out_dir: str | Path, meta: ImageMeta, record: ResultRecord, he
         paths.append(out_dir / f"{stem}.probability.npy")
         write_npy_atomic(paths[3], probability_full.astype(np.float32, copy=False))
         document["probability"] = {"file": paths[3].name, "dtype": "float32", "shape": [meta.height, meta.width]}
+    if layers:
+        paths += _write_layers(out_dir, stem, layers, document)
     write_json_atomic(paths[2], document)
     return paths
+
+
+def _write_layers(out_dir: Path, stem: str, layers: Any, document: dict[str, Any]) -> list[Path]:
+    """Write ``layers``' files as ``<stem>.<suffix>`` (+ ``<stem>.labels.png``) and describe them in ``document``."""
+    entries, files = layers.to_files()
+    written = []
+    for suffix, data in files.items():
+        written.append(out_dir / f"{stem}.{suffix}")
+        write_bytes_atomic(written[-1], data)
+    for entry in entries.values():
+        if isinstance(entry, dict) and "file" in entry:
+            entry["file"] = f"{stem}.{entry['file']}"
+    document["layers"] = entries
+    label_map = layers.label_map
+    if label_map is not None and len(label_map.classes) <= 256:
+        written.append(out_dir / f"{stem}.labels.png")
+        write_png_atomic(written[-1], np.clip(label_map.full_resolution(), 0, 255).astype(np.uint8))
+        document["label_map"] = {"file": written[-1].name, "encoding": "uint8 class id, 0 = background",
+                                 "classes": list(label_map.classes)}
+    return written

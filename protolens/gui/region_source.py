@@ -184,7 +184,10 @@ class RegionSource(QObject):
         elif self.computed or self.controller.inputs.backend == BACKEND:
             self.compute()
 
-    def _run_regions(self) -> None:
+    def _run_regions(self, stage: str = "preview") -> None:
+        """Partition the cached tokens into ``count`` regions in a job. With edge refinement on, a first job shows
+        the patch-grid partition at once (a few ms) and a second refines its borders (about 0.1 s at 2560 x 1600);
+        a slider move meanwhile restarts from the preview."""
         if self._regions_running:
             self._pending = True
             return
@@ -194,22 +197,31 @@ class RegionSource(QObject):
             return
         options, _ = self.options()
         n = self.count
+        refine = bool(options["refine"])
+        final = stage == "final" or not refine
+        follow = "final" if not final else None
         self._regions_running, self._pending = True, False
-        self.jobs.submit(regions_job, tokens, image.rgb, n, options, kind=REGIONS_JOB,
-                         on_result=lambda ids: self._regions_ready(image, n, ids), on_error=self._error,
-                         on_finished=self._regions_finished)
+        token = CancelToken()  # set by the window's cancel_all on close: then no refined stage follows
+        self.jobs.submit(regions_job, tokens, image.rgb, n, {**options, "refine": refine and final},
+                         kind=REGIONS_JOB, token=token, on_result=lambda ids: self._regions_ready(image, n, ids, final),
+                         on_error=self._error, on_finished=lambda: self._regions_finished(follow, token))
 
-    def _regions_finished(self) -> None:
+    def _regions_finished(self, follow: str | None = None, token: CancelToken | None = None) -> None:
         self._regions_running = False
-        if self._pending and self._features is not None:
+        if self._features is None or (token is not None and token.is_set):
+            return
+        if self._pending:
             self._run_regions()
+        elif follow is not None:
+            self._run_regions(follow)
 
-    def _regions_ready(self, image: Any, n: int, ids: np.ndarray) -> None:
+    def _regions_ready(self, image: Any, n: int, ids: np.ndarray, final: bool = True) -> None:
         if image is not self.controller.image or self._pending:
             return
         self.image, self.computed = image, True
         self.count_shown.emit(n)
-        self.regions_changed.emit(ids, (image.meta.height, image.meta.width), f"{n} object regions")
+        text = f"{n} object regions" + ("" if final else " (refining the edges…)")
+        self.regions_changed.emit(ids, (image.meta.height, image.meta.width), text)
 
     def _error(self, exc: BaseException) -> None:
         if isinstance(exc, Cancelled):

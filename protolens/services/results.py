@@ -71,7 +71,7 @@ class FoundResult:
     def export(self, out_dir: str | Path, meta: ImageMeta, *, stem: str | None = None) -> list[Path]:
         """Write the export files into ``out_dir`` (see :func:`protolens.core.store.export_result`)."""
         return export_result(out_dir, meta, self.finalized_record(), self.heatmap, probability=self.probability,
-                             stem=stem)
+                             stem=stem, layers=self.layers)
 
 
 def find_result(segmenter: Segmenter, store: ResultStore, image: LoadedImage, backend_id: str,

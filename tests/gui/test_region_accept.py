@@ -135,13 +135,14 @@ def test_region_count_slider_repartitions_cached_features_without_a_forward(qtbo
     picker, slider = window.edit.picker, window.edit.panel.region_count
     assert slider.value() == 6
     slider.setValue(9)  # no tokens in the editor yet: fetched from the features cache, not recomputed
-    qtbot.waitUntil(lambda: "9 object regions" in picker.source, timeout=20000)
+    # each move: the patch-grid preview at once, then the refined edges
+    qtbot.waitUntil(lambda: "9 object regions" in picker.source and "refining" not in picker.source, timeout=20000)
     assert len(np.unique(picker.ids)) == 9 and picker.count == 9
     assert kinds.count(region_source.FEATURES_JOB) == 1 and not forwards
     slider.setValue(4)
-    qtbot.waitUntil(lambda: "4 object regions" in picker.source, timeout=10000)
+    qtbot.waitUntil(lambda: "4 object regions" in picker.source and "refining" not in picker.source, timeout=10000)
     assert picker.count == 4 and kinds.count(region_source.FEATURES_JOB) == 1 and not forwards
-    assert kinds.count(region_source.REGIONS_JOB) == 2
+    assert kinds.count(region_source.REGIONS_JOB) == 4  # preview + refined, twice
     x, y = 10.0, 10.0
     hover(window, x, y)
     assert picker.hovered == picker.region_at(x, y) >= 0

@@ -60,3 +60,31 @@ def test_cache_store_and_cli_share_one_key(registry, photo_folder, tmp_path):
     # Other parameters of the same backend: not shown as if they were these (no stale result).
     assert find_result(Segmenter(registry, disk_cache=None), store, image, "test-gradient", {"steps": 4},
                        any_backend=False) is None
+
+
+def test_segment_out_writes_the_layers_beside_the_mask(registry, photo_folder, tmp_path):
+    """`protolens segment --out DIR` also writes a result's layers: the label map as <stem>.labels.png (class ids
+    at the photo size, names in the JSON) and every layer file the store keeps, readable with the layer readers."""
+    import json
+
+    from protolens.core.layers import ResultLayers
+    from protolens.services.batch import save_outcome
+
+    image = load_image(photo_folder / "a_meadow.jpg")
+    outcome = drain(Segmenter(registry, disk_cache=None).run(image, "test-layers"))
+    out = tmp_path / "out"
+    paths = save_outcome(outcome, None, out_dir=out, store=ResultStore())
+    names = {p.name for p in paths}
+    assert {"a_meadow.mask.png", "a_meadow.heatmap.npy", "a_meadow.json", "a_meadow.labels.png",
+            "a_meadow.labelmap.npy", "a_meadow.heatmaps.npz", "a_meadow.regions.npz",
+            "a_meadow.keypoints.npz"} <= names
+    document = json.loads((out / "a_meadow.json").read_text())
+    label_map = outcome.result.label_map
+    assert document["label_map"]["classes"] == label_map.classes
+    ids = np.asarray(Image.open(out / "a_meadow.labels.png"))
+    assert ids.shape == (image.meta.height, image.meta.width)
+    np.testing.assert_array_equal(ids, label_map.full_resolution())
+    layers = ResultLayers.from_files(document["layers"], lambda name: (out / name).read_bytes(),
+                                     (image.meta.height, image.meta.width))
+    np.testing.assert_array_equal(layers.regions.masks, outcome.result.regions.masks)
+    assert list(layers.heatmaps) == list(outcome.result.heatmaps)
