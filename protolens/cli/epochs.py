@@ -1,7 +1,9 @@
 """``protolens compare-epochs``: the headless twin of the checkpoint comparison view (same service, same files).
 
-The run's ``config.json`` fixes the tiling (photo size, crop, crop input) and the backbone: the narrow ViT's
-token mixing is sized to its crop grid, so this command takes no tiling options.
+Any run kind of :data:`protolens.services.run_kinds.RUN_KINDS` (``config.json`` ``"model"``: prototype-vit, ldvc,
+patch-selector); the table lists that kind's indicators. A prototype-ViT run's ``config.json`` fixes the tiling
+(photo size, crop, crop input) and the backbone: the narrow ViT's token mixing is sized to its crop grid, so this
+command takes no tiling options. An unknown kind or a missing backend ends with an error line.
 """
 
 from __future__ import annotations
@@ -18,9 +20,17 @@ from protolens.core.errors import ParamError
 from protolens.core.store import ResultStore
 from protolens.services.compare import COLORMAPS
 from protolens.services.epochs import compare_epochs
+from protolens.services.run_kinds import run_kind
 from protolens.services.segment import Segmenter, load_image
 
 HEADER = ("epoch", "loss", "entropy", "border_share", "iou_previous", "photo_iou_prev", "photo_pearson_prev", "key")
+"""The table header of a prototype-ViT run (another kind: epoch, its indicators, then the photo columns)."""
+PHOTO_HEADER = ("photo_iou_prev", "photo_pearson_prev", "key")
+
+
+def header(indicators: tuple[str, ...]) -> tuple[str, ...]:
+    """The printed table's header for a run kind's indicators."""
+    return ("epoch", *indicators, *PHOTO_HEADER)
 
 
 def parse_epochs(text: str | None) -> list[int] | None:
@@ -72,9 +82,11 @@ def compare_epochs_command(
     allow_random_weights: bool = typer.Option(False, "--allow-random-weights",
                                               help="Accept a run whose backbone had random weights (testing)."),
 ) -> None:
-    """The photo's received attention under each epoch of a prototype-ViT run (arXiv 2512.19957): one PNG per
-    epoch, a grid, difference maps, and the collapse indicators with this photo's IoU and correlation between
-    consecutive epochs (CSV and JSON). Results are kept in the photo's store, so a rerun computes nothing.
+    """The photo under each epoch of a training run: received attention of a prototype-ViT run (arXiv
+    2512.19957), the ldvc map of an LDVC run, the patch-selection ranks of a patch selector (its ``selector``).
+    One PNG per epoch, a grid, difference maps, and the run kind's indicators with this photo's IoU and
+    correlation between consecutive epochs (CSV and JSON). Results are kept in the photo's store, so a rerun
+    computes nothing.
     """
     if colormap not in COLORMAPS:
         raise ParamError(f"unknown colormap {colormap!r}; one of {', '.join(COLORMAPS)}")
@@ -89,10 +101,11 @@ def compare_epochs_command(
     result = run_with_bar(compare_epochs(segmenter, ResultStore.from_environment(), image, run, out,
                                          epochs=selected, params=params, pair=chosen_pair, colormap=colormap,
                                          allow_random_weights=allow_random_weights), "compare-epochs")
-    typer.echo("\t".join(HEADER))
+    indicators = run_kind(run).indicators
+    typer.echo("\t".join(header(indicators)))
     for row in result.rows:
-        cells = [row["epoch"], row["loss"], row["entropy"], row["border_share"], row["iou_previous"],
-                 row["photo_iou_previous"], row["photo_pearson_previous"], row["key"]]
+        cells = [row["epoch"], *(row[name] for name in indicators), row["photo_iou_previous"],
+                 row["photo_pearson_previous"], row["key"]]
         typer.echo("\t".join(_cell(c) for c in cells) + ("\tchosen" if row["chosen"] else ""))
     typer.echo(f"protolens compare-epochs: {len(result.maps)} epochs of {run} on {photo.name}, "
                f"{len(result.files)} files -> {out}")

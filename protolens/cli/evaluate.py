@@ -113,3 +113,65 @@ def keypoints(
         write_json_atomic(json_path, {"schema": "protolens.keypoint-evaluation/1", "bank": str(bank),
                                       "test": str(test), **result.to_json()})
         typer.echo(f"json: {json_path}", err=True)
+
+
+def _segmentation_classes(classes_file: Path | None, truth: Path, max_id: int) -> list[str]:
+    """--classes, else the truth folder's labels.txt / class_names.txt, else background + "class <id>"."""
+    from protolens.core.segdata import read_class_list
+
+    for candidate in (classes_file, truth / "labels.txt", truth / "class_names.txt"):
+        if candidate is not None and (candidate == classes_file or candidate.is_file()):
+            return read_class_list(candidate)
+    return ["background", *(f"class {i}" for i in range(1, max_id + 1))]
+
+
+@evaluate_app.command("segmentation")
+def segmentation(
+    pred: Path = typer.Option(..., "--pred", help="Folder of predicted label PNGs (pixel value = class id)."),
+    truth: Path = typer.Option(..., "--truth", help="Folder of true label PNGs, matched by stem (<stem>.png "
+                                                    "or <stem>.labels.png); 255 = ignore."),
+    classes_file: Path = typer.Option(None, "--classes", help="Class list: labels.txt (\"<id> <name>\") or one "
+                                                              "name per line; default: the truth folder's."),
+    seen: str = typer.Option(None, "--seen", help="Seen classes, comma-separated names or ids."),
+    unseen: str = typer.Option(None, "--unseen", help="Unseen classes (default with --seen: all others but "
+                                                      "background)."),
+    json_path: Path = typer.Option(None, "--json", help="Write every figure and the confusion matrix as JSON."),
+) -> None:
+    """Per-class IoU, mIoU, seen/unseen mIoU, hIoU and pixel accuracy of predicted label maps (LDVC §4.1).
+
+    Truth pixels of 255 are not scored; a predicted 255 or unknown id is wrong. A class absent from truth and
+    prediction has no IoU and is left out of the means. Background counts in mIoU and pixel accuracy, and in
+    the seen/unseen means only when listed. Truths without a prediction and unreadable files are named and
+    skipped.
+    """
+    from protolens.core.errors import ParamError
+    from protolens.core.seg_metrics import crop_confusion, evaluate_segmentation
+    from protolens.core.segdata import compare_label_folders, parse_class_split
+
+    try:
+        compared = compare_label_folders(pred, truth)
+    except NotADirectoryError as exc:
+        raise ParamError(str(exc)) from None
+    for stem, reason in compared.skipped:
+        typer.echo(f"skipped: {stem}: {reason}", err=True)
+    if compared.extra:
+        typer.echo(f"predictions without a truth (ignored): {len(compared.extra)}: "
+                   f"{_shown(tuple(compared.extra))}", err=True)
+    if not compared.compared:
+        raise ParamError(f"no label map of {truth} could be compared with {pred}")
+    classes = _segmentation_classes(classes_file, truth, compared.max_id)
+    seen_ids = parse_class_split(seen, classes) if seen is not None else None
+    unseen_ids = parse_class_split(unseen, classes) if unseen is not None else None
+    try:
+        result = evaluate_segmentation(crop_confusion(compared.confusion, len(classes)), classes, seen_ids,
+                                       unseen_ids)
+    except ValueError as exc:
+        raise ParamError(str(exc)) from None
+    typer.echo(f"compared {len(compared.compared)} label maps ({len(compared.skipped)} skipped)")
+    for line in result.lines():
+        typer.echo(line)
+    if json_path is not None:
+        write_json_atomic(json_path, {"schema": "protolens.segmentation-evaluation/1", "pred": str(pred),
+                                      "truth": str(truth), "compared": compared.compared,
+                                      "skipped": [list(s) for s in compared.skipped], **result.to_json()})
+        typer.echo(f"json: {json_path}", err=True)

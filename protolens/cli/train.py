@@ -154,3 +154,191 @@ def _backbone_specs() -> list[Any]:
 
 
 train_app.command("prototype-vit")(with_backend_options(prototype_vit, _backbone_specs()))
+
+
+# --- `protolens train ldvc` (issue 13: the LDVC decoder, arXiv 2403.08426) -----------------------------------
+_LDVC_INDICATORS = (("miou", "mIoU"), ("miou_seen", "seen"), ("miou_unseen", "unseen"), ("hiou", "hIoU"),
+                    ("pixel_accuracy", "pixel acc"))
+
+
+def ldvc_epoch_line(record: dict[str, Any], run: RunFolder) -> str:
+    """``epoch 2: loss 0.41, mIoU 0.52, seen 0.6, unseen 0.31, hIoU 0.41, pixel acc 0.83 -> RUN/epoch_002...``."""
+    indicators = record.get("indicators") or {}
+    parts = [f"loss {_number(record.get('loss'))}"]
+    parts += [f"{label} {_number(indicators[key])}" for key, label in _LDVC_INDICATORS if key in indicators]
+    return f"epoch {record['epoch']}: {', '.join(parts)} -> {run.checkpoint_path(int(record['epoch']))}"
+
+
+def ldvc(
+    data: Path = typer.Option(..., "--data", help="VOC-style folder (JPEGImages/, SegmentationClass/) or a protolens "
+                                                  "photo folder with corrected masks."),
+    seen: str = typer.Option(..., "--seen", help="Comma-separated classes that supervise the training."),
+    unseen: str = typer.Option(None, "--unseen", help="Comma-separated zero-shot classes, never trained; default: "
+                                                      "every other class."),
+    epochs: int = typer.Option(..., "--epochs", min=1, help="Epochs in all; a rerun may only raise it."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder; rerunning the command resumes it."),
+    input_size: int = typer.Option(224, "--input", min=16, help="Photos are resized to this square side "
+                                                                "(a multiple of the CLIP patch, 16)."),
+    clip_model: str = typer.Option("ViT-B-16", "--clip-model", help="open_clip model of the frozen towers "
+                                                                     "(ViT-B-16, ViT-B-16-quickgelu)."),
+    weights: Path = typer.Option(None, "--weights", help="open_clip weights file or folder; default: the local "
+                                                         "cache (protolens weights pull ViT-B-16)."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.95, help="Share held out for the "
+                                       "per-epoch metrics when the data has no ImageSets/Segmentation/val.txt."),
+    lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate (AdamW, warm-up + cosine per update)."),
+    accumulation: int = typer.Option(8, "--accumulation", min=1, help="Photos per optimizer update."),
+    warmup: int = typer.Option(None, "--warmup", min=0, help="Warm-up updates; default: one epoch, at most "
+                                                             "10% of all updates."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the initial weights, split and sample order."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bfloat16 on CUDA), float32 or bfloat16."),
+    decoder_dim: int = typer.Option(256, "--decoder-dim", min=1, help="Decoder width."),
+    layers: int = typer.Option(2, "--layers", min=1, help="Decoder blocks (LDVC: 2)."),
+    heads: int = typer.Option(8, "--heads", min=1, help="Decoder attention heads."),
+    windows: int = typer.Option(7, "--windows", min=1, help="Route-attention windows per side (must divide "
+                                                            "the patch grid, 14 at 224)."),
+    top_k: int = typer.Option(8, "--top-k", min=1, help="Windows each window attends to (route attention)."),
+    prompt_tokens: int = typer.Option(0, "--prompt-tokens", min=0, help="Deep visual prompt tokens per block of "
+                                                                        "the frozen image tower (0 = off)."),
+    device: str = typer.Option(None, "--device", help="Torch device; default: least busy GPU, else CPU."),
+    allow_random: bool = typer.Option(False, "--allow-random-weights",
+                                      help="Random CLIP weights when none are found (testing only)."),
+) -> None:
+    """Train the LDVC decoder (arXiv 2403.08426) on labelled photos: only the --seen classes supervise it.
+
+    Every epoch writes OUT/epoch_###.safetensors and OUT/epoch_###.json with the loss and, on the validation
+    photos, mIoU, seen/unseen mIoU, hIoU and pixel accuracy. Bad or missing masks are reported and skipped.
+    Ctrl-C stops after the current photo and keeps the completed epochs.
+    """
+    from protolens.services.ldvc_training import PHASE_DATA, train_ldvc
+
+    run = RunFolder(out)
+    latest = run.latest()
+    if latest is not None:
+        typer.echo(f"resuming {out} after epoch {latest.epoch} ({latest.steps} optimizer updates)", err=True)
+    cancel = CancelToken()
+    generator = train_ldvc(
+        Segmenter(registry(), device=device), data, seen=seen, unseen=unseen, epochs=epochs, out=out,
+        input_size=input_size, clip_model=clip_model, weights_path=weights, val_fraction=val_fraction, lr=lr,
+        accumulation=accumulation, warmup_steps=warmup, seed=seed, precision=precision,
+        allow_random_weights=allow_random, cancel=cancel,
+        arch={"dim": decoder_dim, "layers": layers, "heads": heads, "windows": windows, "top_k": top_k,
+              "prompt_tokens": prompt_tokens})
+    try:
+        summary = _ldvc_progress(generator, run, latest.epoch if latest else 0, PHASE_DATA)
+    except KeyboardInterrupt:
+        cancel.cancel()
+        done = run.latest()
+        typer.echo(f"cancelled; kept {'epochs up to ' + str(done.epoch) if done else 'no epoch'} in {out} "
+                   "(rerun the command to resume)", err=True)
+        raise typer.Exit(130) from None
+    for name, reason in summary.skipped:
+        typer.echo(f"skipped: {name}: {reason}", err=True)
+    first, last = (summary.trained[0], summary.trained[-1]) if summary.trained else (0, 0)
+    trained = ("nothing to train" if not summary.trained else f"trained epoch {first}" if first == last
+               else f"trained epochs {first}-{last}")
+    metrics = "".join(f", {label} {_number(summary.indicators[key])}" for key, label in _LDVC_INDICATORS
+                      if key in summary.indicators)
+    typer.echo(f"protolens train ldvc: {trained}; epoch {summary.epoch}/{epochs}, {summary.steps} optimizer "
+               f"updates, loss {_number(summary.loss)}{metrics} -> {summary.checkpoint} "
+               f"(checkpoints epoch_###.safetensors in {out})")
+
+
+def _ldvc_progress(generator: Any, run: RunFolder, resumed: int, phase: str) -> Any:
+    """Drain the LDVC training generator under a progress bar (reading, then training); print each new epoch."""
+    printed = {resumed}
+    offset = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(phase, total=1.0)
+
+        def print_new_epochs() -> None:
+            nonlocal offset
+            records, offset = run.read_metrics(offset)
+            for record in records:
+                if record.get("type") == "epoch" and int(record["epoch"]) > max(printed):
+                    printed.add(int(record["epoch"]))
+                    bar.console.print(ldvc_epoch_line(record, run), markup=False, highlight=False, soft_wrap=True)
+
+        def on_progress(report: Any) -> None:
+            if not report.text.startswith(phase):
+                print_new_epochs()
+            bar.update(task, completed=report.fraction, description=report.text[:70])
+            if "skipped" in report.text or "out of memory" in report.text:
+                bar.console.print(f"warning: {report.text}", markup=False, highlight=False, soft_wrap=True)
+
+        summary = drain(generator, on_progress)
+        print_new_epochs()
+    return summary
+
+
+train_app.command("ldvc")(ldvc)
+
+
+# --- `protolens train patch-selector` (issue 13: SVIP's patch classifier, arXiv 2503.10252) ------------------
+def patch_selector(
+    images: Path = typer.Option(..., "--images", help="Folder of photos; their rollout gives the targets."),
+    epochs: int = typer.Option(..., "--epochs", min=1, help="Epochs in all; a rerun may only raise it."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder; rerunning the command resumes it."),
+    model: str = typer.Option("vit_small_patch16_224.dino", "--model", help="The patch-selection backend's ViT "
+                                                                            "(SVIP: ViT-B/16)."),
+    keep: int = typer.Option(40, "--keep", min=1, help="M: super-patches kept per photo (SVIP: 40 of 49)."),
+    input_size: int = typer.Option(224, "--input", min=32, help="Photos are resized to input x input."),
+    weights: Path = typer.Option(None, "--weights", help="ViT weights file; default: the local cache."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (AdamW, warm-up + cosine per update)."),
+    accumulation: int = typer.Option(8, "--accumulation", min=1, help="Photos per optimizer update."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the initial weights, split and sample order."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.95,
+                                       help="Share of photos held out for the agreement IoU."),
+    precision: str = typer.Option("auto", "--precision", help="auto, float32 or bfloat16."),
+    device: str = typer.Option(None, "--device", help="Torch device; default: least busy GPU, else CPU."),
+    allow_random: bool = typer.Option(False, "--allow-random-weights",
+                                      help="Random ViT weights when none are found (testing only)."),
+) -> None:
+    """Train SVIP's patch selector (arXiv 2503.10252, Sec. 3.2) against attention-rollout targets.
+
+    Rollout targets and raw patch embeddings are computed once per photo and cached; every epoch writes
+    OUT/epoch_###.safetensors and OUT/epoch_###.json (loss, agreement_iou = mean IoU of the selector's and
+    the rollout's kept sets on held-out photos).
+    """
+    from protolens.services.patch_selector_training import PHASE_TARGETS, train_patch_selector
+
+    run = RunFolder(out)
+    latest = run.latest()
+    if latest is not None:
+        typer.echo(f"resuming {out} after epoch {latest.epoch} ({latest.steps} optimizer updates)", err=True)
+    cancel = CancelToken()
+    generator = train_patch_selector(
+        Segmenter(registry(), device=device), images, out, epochs=epochs, model=model, keep=keep,
+        input_size=input_size, weights_path=weights, lr=lr, accumulation=accumulation, seed=seed,
+        val_fraction=val_fraction, precision=precision, allow_random_weights=allow_random, cancel=cancel)
+    printed, offset = {latest.epoch if latest else 0}, 0
+
+    def print_new_epochs() -> None:
+        nonlocal offset
+        records, offset = run.read_metrics(offset)
+        for record in records:
+            if record.get("type") == "epoch" and int(record["epoch"]) > max(printed):
+                printed.add(int(record["epoch"]))
+                iou = (record.get("indicators") or {}).get("agreement_iou")
+                typer.echo(f"epoch {record['epoch']}: loss {_number(record.get('loss'))}, agreement IoU "
+                           f"{_number(iou)} -> {run.checkpoint_path(int(record['epoch']))}")
+
+    def on_progress(report: Any) -> None:
+        if not report.text.startswith(PHASE_TARGETS):
+            print_new_epochs()
+        if "skipped" in report.text or "out of memory" in report.text:
+            typer.echo(f"warning: {report.text}", err=True)
+
+    try:
+        summary = drain(generator, on_progress)
+    except KeyboardInterrupt:
+        cancel.cancel()
+        typer.echo(f"cancelled; completed epochs kept in {out} (rerun the command to resume)", err=True)
+        raise typer.Exit(130) from None
+    print_new_epochs()
+    typer.echo(f"protolens train patch-selector: epoch {summary.epoch}/{epochs}, {summary.steps} optimizer updates, "
+               f"loss {_number(summary.loss)}, agreement IoU {_number(summary.indicators.get('agreement_iou'))} "
+               f"-> {summary.checkpoint}")
+
+
+train_app.command("patch-selector")(patch_selector)

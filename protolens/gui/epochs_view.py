@@ -1,13 +1,19 @@
-"""The checkpoint comparison (File ▸ Open training run…): the current photo's attention under every epoch of a run.
+"""The checkpoint comparison (File ▸ Open training run…): the current photo under every epoch of a training run.
 
 Built on the Compare view (it *is* one, :class:`~protolens.gui.compare_view.CompareView`): a grid of panes with
 synchronised zoom and pan, one shared threshold and colormap, per-pane overrides and a difference pane. Here
-the panes show the epochs of a prototype-ViT training run in order, a page at a time (◀ ▶ when the run has more
+the panes show the epochs of a training run in order, a page at a time (◀ ▶ when the run has more
 epochs than panes); the difference pane shows epoch A − B for any two epochs; the scrubber moves through the
-epochs (the page follows, the epoch's pane title is highlighted); the indicator plot shows the collapse
+epochs (the page follows, the epoch's pane title is highlighted); the indicator plot shows the run kind's
 indicators against epoch with the chosen epoch marked, and a click on it opens that epoch; "Use this epoch"
 records the choice in the run's ``chosen.json`` and emits ``epoch_chosen(checkpoint, epoch)`` so the window
-makes it the weights of the ``prototype-guided`` backend.
+makes it the weights of the run kind's backend.
+
+Run kinds (``config.json`` ``"model"``, :data:`protolens.services.run_kinds.RUN_KINDS`): a prototype-ViT run's
+panes show the ``prototype-guided`` received attention; an LDVC run's the ``ldvc`` max class probability or,
+with "Layers" on, its label map; a patch selector's the ``patch-selection`` super-patch ranks with the kept /
+dropped outlines. A run of an unknown kind, or whose backend is not installed, is reported in the message bar
+(the indicators of the latter are still plotted); nothing is computed then.
 
 Work off the UI thread (the job runner): every epoch's result is looked up or computed by
 :func:`protolens.services.epochs.epoch_keys` (tile tokens are cached, so only the narrow ViT reruns per epoch)
@@ -26,6 +32,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QHBoxLayout,
     QLabel,
@@ -36,12 +43,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from protolens.core.errors import Cancelled, ProtolensError
+from protolens.core.errors import BackendUnavailableError, Cancelled, ProtolensError
 from protolens.core.jobs import CancelToken
 from protolens.core.runs import RunFolder
 from protolens.core.types import Heatmap
 from protolens.gui.compare_view import LAYOUTS, CompareView, LoadedPane, load_pane
 from protolens.gui.indicator_plot import IndicatorPlot
+from protolens.gui.layer_overlay import LayerOverlay
 from protolens.services import compare as cmp
 from protolens.services import epochs as service
 
@@ -67,6 +75,9 @@ class EpochsView(CompareView):
     def __init__(self, controller: Any, jobs: Any, settings: Any, parent: QWidget | None = None) -> None:
         super().__init__(controller, jobs, settings, parent)
         self.run: RunFolder | None = None
+        self.kind: service.RunKind | None = None
+        self.unavailable: str | None = None  # why the run kind's backend cannot compute (None: it can)
+        self.overlays: dict[int, LayerOverlay] = {}
         self.epochs: list[int] = []
         self.losses: dict[int, float] = {}
         self.keys_by_epoch: dict[int, str] = {}
@@ -106,9 +117,12 @@ class EpochsView(CompareView):
         self.scrubber.valueChanged.connect(self._scrubbed)
         self.epoch_label = QLabel("")
         self.use_button = QPushButton("Use this epoch")
-        self.use_button.setToolTip("Record this epoch as the run's chosen one (chosen.json) and use its checkpoint "
-                                   "as the prototype-guided weights")
+        self._set_use_tip("prototype-guided")
         self.use_button.clicked.connect(lambda: self.use_epoch())
+        self.layers_box = QCheckBox("Layers")
+        self.layers_box.setChecked(True)
+        self.layers_box.setVisible(False)
+        self.layers_box.toggled.connect(lambda _on: self._show_all_layers())
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setMaximumWidth(260)
@@ -117,7 +131,8 @@ class EpochsView(CompareView):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
         for widget in (self.run_label, self.previous_page, self.page_label, self.next_page, QLabel("epoch"),
-                       self.scrubber, self.epoch_label, self.use_button, self.progress, self.cancel_button):
+                       self.scrubber, self.epoch_label, self.layers_box, self.use_button, self.progress,
+                       self.cancel_button):
             row.addWidget(widget, 3 if widget is self.scrubber else 0)
         self._set_running(False)
         self.plot = IndicatorPlot()
@@ -138,6 +153,10 @@ class EpochsView(CompareView):
         layout.addWidget(self.splitter, 1)
         self._update_paging()
 
+    def _set_use_tip(self, backend: str) -> None:
+        self.use_button.setToolTip("Record this epoch as the run's chosen one (chosen.json) and use its checkpoint "
+                                   f"as the {backend} weights")
+
     def _set_running(self, running: bool, text: str = "") -> None:
         self.progress.setVisible(running)
         self.cancel_button.setVisible(running)
@@ -150,6 +169,7 @@ class EpochsView(CompareView):
         run = RunFolder(path)
         try:
             run.config()
+            kind = service.run_kind(run)
             records = run.epochs()
             table = service.indicator_table(run)
             chosen = run.chosen()
@@ -159,10 +179,20 @@ class EpochsView(CompareView):
         if not records:
             self.controller.message.emit(f"{run.path}: the run has no checkpoint yet", "warning")
         self.cancel()
+        self.unavailable = None
+        try:
+            service.check_backend(self.controller.segmenter.registry, kind)
+        except BackendUnavailableError as exc:
+            self.unavailable = f"no {kind.backend} backend"
+            self.controller.message.emit(f"{run.path.name}: {exc}", "error")
+        self.kind = kind
+        self._set_use_tip(kind.backend)
+        self.layers_box.setVisible(bool(kind.layers))
+        self.layers_box.setText("Label map" if "label_map" in kind.layers else "Kept / dropped")
         self.run, self.epochs, self.chosen = run, [r.epoch for r in records], chosen
         self.losses = {r.epoch: r.loss for r in records}
         self.keys_by_epoch, self._computed_for, self.page = {}, None, 0
-        self.run_label.setText(f"{run.path.name}: {len(records)} epochs")
+        self.run_label.setText(f"{run.path.name} ({kind.model}): {len(records)} epochs")
         self.run_label.setToolTip(str(run.path))
         self.plot.set_table(table, chosen)
         for combo in (self.epoch_a, self.epoch_b):
@@ -194,7 +224,7 @@ class EpochsView(CompareView):
     def compute(self) -> None:
         """Look up or compute every epoch's map of the current photo on the worker pool (progress, Cancel)."""
         image = self._image
-        if self.run is None or image is None or not self.epochs:
+        if self.run is None or image is None or not self.epochs or self.unavailable:
             return
         self.cancel()
         token = CancelToken()
@@ -266,7 +296,9 @@ class EpochsView(CompareView):
                 self.data.pop(index, None)
                 if key is None:
                     self.panes[index].show_map(None)
-                    self.panes[index].set_title("" if epoch is None else f"epoch {epoch}: computing…")
+                    self._show_layers(index)
+                    waiting = self.unavailable or "computing…"
+                    self.panes[index].set_title("" if epoch is None else f"epoch {epoch}: {waiting}")
         self._update_paging()
         self._load()
         self._refresh_titles()
@@ -311,7 +343,38 @@ class EpochsView(CompareView):
             self.show_page(focus // max(self.count, 1))
             QTimer.singleShot(0, self.fit)
 
+    # --- layers (label map, kept / dropped) -------------------------------------------------------
+    def _show_layers(self, index: int) -> None:
+        """Draw pane ``index``'s typed layers (the run kind's) when "Layers" is on; with the label map on, the
+        map under it is hidden (the pane shows the labels or the max probability)."""
+        pane = self.panes[index]
+        kind_layers = self.kind.layers if self.kind is not None else ()
+        loaded = self.data.get(index)
+        show = bool(kind_layers) and self.layers_box.isChecked()
+        if not kind_layers and index not in self.overlays:
+            return
+        overlay = self.overlays.get(index)
+        if overlay is None:
+            overlay = self.overlays[index] = LayerOverlay(pane.canvas)
+        overlay.show(loaded.found if loaded is not None and show else None)
+        overlay.set_visible({"label_map": "label_map" in kind_layers, "regions": "regions" in kind_layers,
+                             "keypoints": False})
+        pane.canvas.set_heatmap_visible(not (show and "label_map" in kind_layers))
+
+    def _show_all_layers(self) -> None:
+        for index in range(self.count):
+            self._show_layers(index)
+
+    def layer_overlay(self, index: int) -> LayerOverlay | None:
+        """The layer overlay of pane ``index`` (None until the run kind has layers)."""
+        return self.overlays.get(index)
+
     # --- Compare view hooks ----------------------------------------------------------------------
+    def _pane_loaded(self, image: Any, index: int, result: Any) -> None:
+        super()._pane_loaded(image, index, result)
+        if self._ready:
+            self._show_layers(index)
+
     def _fill_keys(self) -> bool:
         return False  # panes show epochs, never the photo's other results
 

@@ -1,7 +1,10 @@
-"""The collapse indicators of a training run plotted against epoch (pyqtgraph), for the checkpoint comparison.
+"""The per-epoch indicators of a training run plotted against epoch (pyqtgraph), for the checkpoint comparison.
 
-Entropy, border share and IoU with the previous epoch's mask are in [0, 1] and share the left axis; the loss
-has its own right axis. The chosen epoch is a dashed vertical line, the epoch shown in the view a thin one.
+Which indicators are drawn is the table's (the run kind's, :data:`protolens.services.run_kinds.RUN_KINDS`): a
+prototype-ViT run's collapse indicators (entropy, border share, IoU with the previous epoch's mask), an LDVC
+run's segmentation metrics (mIoU, seen / unseen mIoU, hIoU, pixel accuracy), a patch selector's agreement
+with the rollout. Every indicator but the loss is in [0, 1] and shares the left axis; the loss has its own
+right axis. The chosen epoch is a dashed vertical line, the epoch shown in the view a thin one.
 Clicking near an epoch (a point or anywhere in its column) emits ``epoch_clicked(epoch)``. Indicators:
 :mod:`protolens.core.indicators` (arXiv 2512.19957: later epochs attend to quadrat frames, so the border share
 rises and the entropy falls).
@@ -19,19 +22,32 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 from protolens.core.indicators import INDICATORS
 
 COLORS = {"loss": (60, 60, 60), "entropy": (31, 119, 180), "border_share": (214, 39, 40),
-          "iou_previous": (44, 160, 44)}
+          "iou_previous": (44, 160, 44), "miou": (31, 119, 180), "miou_seen": (44, 160, 44),
+          "miou_unseen": (255, 127, 14), "hiou": (214, 39, 40), "pixel_accuracy": (148, 103, 189),
+          "agreement_iou": (23, 190, 207)}
 LABELS = {"loss": "loss (right axis)", "entropy": "attention entropy", "border_share": "border share",
-          "iou_previous": "IoU with previous epoch"}
+          "iou_previous": "IoU with previous epoch", "miou": "mIoU", "miou_seen": "mIoU seen",
+          "miou_unseen": "mIoU unseen", "hiou": "hIoU", "pixel_accuracy": "pixel accuracy",
+          "agreement_iou": "agreement with rollout (IoU)"}
+OTHER_COLORS = ((140, 86, 75), (227, 119, 194), (188, 189, 34), (127, 127, 127))
+"""Colours of indicators not in :data:`COLORS`, in order of appearance."""
 CHOSEN_COLOR = (200, 0, 200)
 
 
-def legend_html() -> str:
-    """The legend as rich text: a coloured mark and the name of each indicator, then the chosen-epoch line."""
+def indicator_color(name: str, index: int = 0) -> tuple[int, int, int]:
+    """The colour of indicator ``name`` (the ``index``-th of its table, for names without a fixed colour)."""
+    return COLORS.get(name, OTHER_COLORS[index % len(OTHER_COLORS)])
+
+
+def legend_html(names: Sequence[str] = INDICATORS) -> str:
+    """The legend as rich text: a coloured mark and the name of each indicator (the loss last), then the
+    chosen-epoch line."""
     def hex_color(rgb: tuple[int, int, int]) -> str:
         return "#" + "".join(f"{c:02x}" for c in rgb)
 
-    marks = [f'<span style="color:{hex_color(COLORS[n])}">{"■ ╌" if n == "loss" else "● ─"}</span> {LABELS[n]}'
-             for n in (*[n for n in INDICATORS if n != "loss"], "loss")]
+    ordered = [*[n for n in names if n != "loss"], *[n for n in names if n == "loss"]]
+    marks = [f'<span style="color:{hex_color(indicator_color(n, list(names).index(n)))}">'
+             f'{"■ ╌" if n == "loss" else "● ─"}</span> {LABELS.get(n, n.replace("_", " "))}' for n in ordered]
     marks.append(f'<span style="color:{hex_color(CHOSEN_COLOR)}">┆</span> chosen epoch')
     return "&nbsp;&nbsp;&nbsp;".join(marks)
 
@@ -50,6 +66,7 @@ class IndicatorPlot(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.epochs: list[int] = []
+        self.names: tuple[str, ...] = ()
         self.table: dict[str, list[tuple[int, float]]] = {}
         self.chosen: int | None = None
         self.plot = pg.PlotWidget()
@@ -61,9 +78,7 @@ class IndicatorPlot(QWidget):
         item.setMouseEnabled(x=False, y=False)
         item.hideButtons()
         item.setYRange(0.0, 1.12, padding=0.02)  # headroom for the "chosen" label
-        self.curves = {name: item.plot([], [], pen=pg.mkPen(COLORS[name], width=2), symbol="o",
-                                       symbolSize=7, symbolBrush=COLORS[name], symbolPen=None)
-                       for name in INDICATORS if name != "loss"}
+        self.curves: dict[str, pg.PlotDataItem] = {}
         self.loss_view = pg.ViewBox()
         self.loss_view.setMouseEnabled(x=False, y=False)
         item.showAxis("right")
@@ -71,9 +86,6 @@ class IndicatorPlot(QWidget):
         item.getAxis("right").linkToView(self.loss_view)
         item.getAxis("right").setLabel("loss")
         self.loss_view.setXLink(item)
-        self.curves["loss"] = pg.PlotDataItem([], [], pen=pg.mkPen(COLORS["loss"], width=2, style=Qt.PenStyle.DashLine),
-                                              symbol="s", symbolSize=6, symbolBrush=COLORS["loss"], symbolPen=None)
-        self.loss_view.addItem(self.curves["loss"])
         item.vb.sigResized.connect(self._sync_views)
         self.chosen_line = pg.InfiniteLine(angle=90, movable=False, label="chosen",
                                            pen=pg.mkPen(CHOSEN_COLOR, width=2, style=Qt.PenStyle.DashLine),
@@ -83,22 +95,48 @@ class IndicatorPlot(QWidget):
             line.setVisible(False)
             item.addItem(line, ignoreBounds=True)
         self.plot.scene().sigMouseClicked.connect(self._clicked)
-        self.legend = QLabel(legend_html())  # beside the plot, so it never hides a point
+        self.legend = QLabel()  # beside the plot, so it never hides a point
         self.legend.setStyleSheet("background:white;color:#333;font-size:11px;padding:1px 6px;")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
         layout.addWidget(self.legend)
         layout.addWidget(self.plot, 1)
+        self.set_names(INDICATORS)
 
     def _sync_views(self) -> None:
         self.loss_view.setGeometry(self.plot.getPlotItem().vb.sceneBoundingRect())
 
     # --- data --------------------------------------------------------------------------------------
+    def set_names(self, names: Sequence[str]) -> None:
+        """Draw these indicators (in order; ``loss`` on the right axis): new curves and legend when they
+        differ from the current ones."""
+        names = tuple(names)
+        if names == self.names:
+            return
+        item = self.plot.getPlotItem()
+        for name, curve in self.curves.items():
+            (self.loss_view if name == "loss" else item).removeItem(curve)
+        self.curves = {}
+        for index, name in enumerate(names):
+            color = indicator_color(name, index)
+            if name == "loss":
+                curve = pg.PlotDataItem([], [], pen=pg.mkPen(color, width=2, style=Qt.PenStyle.DashLine),
+                                        symbol="s", symbolSize=6, symbolBrush=color, symbolPen=None)
+                self.loss_view.addItem(curve)
+            else:
+                curve = item.plot([], [], pen=pg.mkPen(color, width=2), symbol="o", symbolSize=7,
+                                  symbolBrush=color, symbolPen=None)
+            self.curves[name] = curve
+        self.names = names
+        self.legend.setText(legend_html(names))
+
     def set_table(self, table: Mapping[str, Sequence[tuple[int, float]]], chosen: int | None = None) -> None:
-        """Plot ``{indicator: [(epoch, value), ...]}`` (:func:`protolens.services.epochs.indicator_table`);
-        NaN values are left out (no point, the line joins its neighbours)."""
-        self.table = {name: [(int(e), float(v)) for e, v in table.get(name, [])] for name in INDICATORS}
+        """Plot ``{indicator: [(epoch, value), ...]}`` (:func:`protolens.services.epochs.indicator_table`: the
+        run kind's indicators, whose names become the curves and the legend); NaN values are left out (no
+        point, the line joins its neighbours)."""
+        self.set_names(tuple(table))
+        self.table = {name: [(int(e), float(v)) for e, v in table.get(name, [])] for name in self.names}
         self.epochs = sorted({e for series in self.table.values() for e, _ in series})
         for name, curve in self.curves.items():
             finite = [(e, v) for e, v in self.table[name] if math.isfinite(v)]
@@ -115,6 +153,8 @@ class IndicatorPlot(QWidget):
 
     def points(self, name: str) -> list[tuple[int, float]]:
         """The (epoch, value) points drawn for indicator ``name`` (finite values only)."""
+        if name not in self.curves:
+            return []
         xs, ys = self.curves[name].getData()
         return [] if xs is None else [(int(x), float(y)) for x, y in zip(xs, ys, strict=True)]
 

@@ -517,16 +517,31 @@ class MainWindow(QMainWindow):
         view.open_run(path)
 
     def use_checkpoint(self, checkpoint: str, epoch: int) -> None:
-        """Make ``checkpoint`` (an epoch of a run) the weights of the prototype-guided backend for the next run;
-        the result's provenance records it (weights file and sha256)."""
-        panel = self.backend_panel
-        index = panel.combo.findData(GUIDED_BACKEND)
-        if index < 0:
-            self.messages.error(f"the {GUIDED_BACKEND} backend is not installed: epoch {epoch} not used")
+        """Make ``checkpoint`` (an epoch of a run) the weights of the run kind's backend for the next run
+        (:data:`protolens.services.run_kinds.RUN_KINDS`: prototype-guided or ldvc weights, the patch-selection
+        ``selector``); the result's provenance records it (weights file and sha256)."""
+        from protolens.core.errors import ProtolensError
+        from protolens.services.run_kinds import DEFAULT_MODEL, RUN_KINDS, run_kind
+
+        folder = Path(checkpoint).parent
+        try:  # a checkpoint outside a run folder (moved, or chosen before the run existed): the prototype ViT's
+            kind = run_kind(folder) if RunFolder.is_run(folder) else RUN_KINDS[DEFAULT_MODEL]
+        except ProtolensError as exc:
+            self.messages.error(f"epoch {epoch} not used: {exc}")
+            return
+        panel, backend = self.backend_panel, kind.backend
+        index = panel.combo.findData(backend)
+        entry = next((e for e in self.registry.entries() if e.id == backend), None)
+        if index < 0 or entry is None or not entry.available:
+            self.messages.error(f"the {backend} backend is not installed: epoch {epoch} not used")
             return
         panel.combo.setCurrentIndex(index)  # shows its form and weights row (backend_changed)
-        panel.set_weights_path(str(checkpoint))
-        self.messages.show_message(f"{GUIDED_BACKEND} now uses epoch {epoch}: {checkpoint}", "info")
+        if kind.weights_param is None:
+            panel.set_weights_path(str(checkpoint))
+        else:
+            panel.form.set_values({**panel.form.values(), kind.weights_param: str(checkpoint)})
+            panel.params_changed.emit(panel.form.values())
+        self.messages.show_message(f"{backend} now uses epoch {epoch}: {checkpoint}", "info")
 
     def open_train_dialog(self) -> None:
         """Model ▸ Train prototype ViT…: the training dialog (one per window; it stays while training)."""

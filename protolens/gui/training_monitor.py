@@ -6,7 +6,9 @@ CLI (``protolens train prototype-vit``) in another process. A timer reads the ne
 so polling a long run costs only the lines written since the last poll; a partial last line is left for the
 next poll. The plots: loss against optimizer step (log-y optional), and against epoch the indicators of arXiv
 2512.19957's collapse (METHODS.md §1 step 5: attention entropy, border share, IoU with the previous epoch's
-mask, all in [0, 1], left axis) with the epoch's mean loss (right axis).
+mask, all in [0, 1], left axis) with the epoch's mean loss (right axis). Any other indicator a run logs (an LDVC
+run's mIoU, seen / unseen mIoU, hIoU, pixel accuracy; a patch selector's agreement with the rollout) gets its
+own curve on the left axis when its first value arrives.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from superqt.utils import create_worker
 
 from protolens.core.errors import ProtolensError
 from protolens.core.runs import RunFolder
+from protolens.gui.indicator_plot import LABELS, indicator_color
 
 POLL_MS = 500
 INDICATOR_STYLE = {"entropy": ("attention entropy", (31, 119, 180)),
@@ -242,7 +245,18 @@ class TrainingMonitor(QWidget):
         epochs = np.array(sorted(self._epochs), dtype=np.int64)
         return epochs, np.array([self._epochs[e].get(name, math.nan) for e in epochs], dtype=np.float64)
 
+    def _add_curves(self) -> None:
+        """A curve (left axis) for every indicator logged so far that has none (the loss has the right axis)."""
+        names = dict.fromkeys(n for values in self._epochs.values() for n in values if n != "loss")
+        for name in names:
+            if name not in self.indicator_curves:
+                color = indicator_color(name, len(self.indicator_curves))
+                self.indicator_curves[name] = self.epoch_plot.plot(
+                    pen=pg.mkPen(color, width=2), symbol="o", symbolSize=6, symbolBrush=color, symbolPen=None,
+                    name=LABELS.get(name, name.replace("_", " ")))
+
     def _redraw(self) -> None:
+        self._add_curves()
         self.step_curve.setData(*_finite(*self.step_data()))
         for name, curve in self.indicator_curves.items():
             curve.setData(*_finite(*self.epoch_data(name)))

@@ -232,6 +232,16 @@ _LAZY = {
     "patch_features": "protolens.models.clip.dense",
     "patch_tokens": "protolens.models.region_features",
     "region_features_key": "protolens.models.region_features",
+    "LDVC": "protolens.models.ldvc.model",
+    "LDVCConfig": "protolens.models.ldvc.model",
+    "ldvc_image_tensor": "protolens.models.ldvc.model",
+    "load_checkpoint": "protolens.models.training",
+    "PatchSelector": "protolens.models.patch_selector",
+    "raw_patch_embeddings": "protolens.models.patch_selector",
+    "rollout_and_embeddings": "protolens.models.patch_selector",
+    "predict_not_kept": "protolens.models.patch_selector",
+    "load_selector": "protolens.models.patch_selector",
+    "image_features": "protolens.models.patch_selector",
 }
 
 

@@ -1,4 +1,25 @@
-"""Per-epoch checkpoint comparison: one photo's received attention under every epoch of a training run.
+"""Per-epoch checkpoint comparison: one photo's result under every epoch of a training run, of any run kind.
+
+The run kind is ``config.json``'s ``"model"``; :data:`RUN_KINDS` maps it to the backend that draws an epoch's
+map, how the epoch checkpoint reaches that backend, the parameters forced on every epoch run, the per-epoch
+indicators read from the ``epoch_###.json`` files and the typed layers the view draws over each pane:
+
+``prototype-vit``
+    ``prototype-guided`` (attention only, below), weights = the checkpoint; indicators loss, entropy,
+    border_share, iou_previous.
+``ldvc``
+    ``ldvc`` (LDVC, arXiv 2403.08426): the max class probability map and the label map, weights = the
+    checkpoint; indicators loss, miou, miou_seen, miou_unseen, hiou, pixel_accuracy (§4.1 metrics on the
+    validation split).
+``patch-selector``
+    ``patch-selection`` (SVIP, arXiv 2503.10252 §3.2) with its ``selector`` parameter = the checkpoint: the
+    super-patch rank map and the kept / dropped regions; indicators loss, agreement_iou (IoU of the kept sets
+    with the rollout's on a held-out split).
+
+A run of another kind raises :class:`~protolens.core.errors.CheckpointError` naming the known kinds; a kind
+whose backend is not installed raises :class:`~protolens.core.errors.BackendUnavailableError`
+(:func:`check_backend`). What follows describes the prototype-ViT kind; the other kinds follow the same path
+with their backend.
 
 Source: prototype-guided zero-shot segmentation, arXiv 2512.19957. Its authors found that early stopping
 (epochs 10-15) was essential because later epochs attend to quadrat frames (METHODS.md §1 step 5); this is
@@ -53,16 +74,18 @@ from protolens.core.store import ResultStore
 from protolens.core.types import Heatmap
 from protolens.services import compare as cmp
 from protolens.services.results import FoundResult
+from protolens.services.run_kinds import DEFAULT_MODEL, RUN_KINDS, RunKind, check_backend, run_kind
 from protolens.services.segment import LoadedImage, Segmenter
 
-BACKEND = "prototype-guided"
-"""The backend whose attention-only path draws every epoch's map."""
-ATTENTION_ONLY: dict[str, Any] = {"classifier": ""}
-"""Parameters forced on every epoch run: no classifier, so only the received attention is computed."""
 EPOCHS_SCHEMA = "protolens.epochs/1"
 TABLE_COLUMNS = ("epoch", *INDICATORS, "chosen")
-"""Columns of the indicator table (CSV and JSON rows), in order."""
+"""Columns of the indicator table (CSV and JSON rows) of a prototype-ViT run, in order
+(another kind: ``RunKind.columns``)."""
 PHOTO_COLUMNS = ("key", "photo_iou_previous", "photo_pearson_previous", "photo_spearman_previous")
+
+
+def _kind_of(record: EpochRecord) -> RunKind:
+    return run_kind(RunFolder(record.checkpoint.parent))
 
 
 @dataclass
@@ -145,9 +168,10 @@ def select_epochs(run: RunFolder, epochs: Sequence[int] | None = None) -> list[E
     return [by_epoch[e] for e in sorted({int(e) for e in epochs})]
 
 
-def epoch_params(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The backend parameters of every epoch run: ``params`` (threshold, batch_size, ...) with no classifier."""
-    return {**dict(params or {}), **ATTENTION_ONLY}
+def epoch_params(params: Mapping[str, Any] | None = None, kind: RunKind | None = None) -> dict[str, Any]:
+    """The backend parameters of every epoch run: ``params`` (threshold, batch_size, ...) with those ``kind``
+    forces (default prototype-vit: no classifier); the checkpoint parameter is not included."""
+    return {**dict(params or {}), **(kind or RUN_KINDS[DEFAULT_MODEL]).params}
 
 
 # --- computing (or finding) the maps -------------------------------------------------------------------------
@@ -160,12 +184,14 @@ def _scaled(report: Progress, index: int, count: int, epoch: int) -> Progress:
 
 def ensure_epoch_result(segmenter: Segmenter, store: ResultStore, image: LoadedImage, record: EpochRecord,
                         params: Mapping[str, Any] | None = None, *, cancel: CancelToken | None = None,
-                        allow_random_weights: bool = False,
-                        load: bool = True) -> Generator[Progress, None, tuple[str, FoundResult | None]]:
-    """Make sure the store holds ``image``'s attention-only result under one epoch's checkpoint.
+                        allow_random_weights: bool = False, load: bool = True,
+                        kind: RunKind | None = None) -> Generator[Progress, None, tuple[str, FoundResult | None]]:
+    """Make sure the store holds ``image``'s result under one epoch's checkpoint.
 
     Order: the segmenter's heatmap cache (:meth:`Segmenter.lookup_keyed`), then the store (same key), then a
-    run of the ``prototype-guided`` backend (arXiv 2512.19957, step 6) with ``weights_path`` = the checkpoint.
+    run of the run kind's backend (``kind``, default read from the run's ``config.json``; a prototype-ViT run:
+    the ``prototype-guided`` attention-only path, arXiv 2512.19957 step 6) given the checkpoint
+    (:meth:`RunKind.run_inputs`).
     A result that is not in the store yet is saved there with ``make_current=False`` (the photo's current
     result does not change); a stored one is never rewritten and keeps the user's threshold. Yields progress.
 
@@ -178,9 +204,11 @@ def ensure_epoch_result(segmenter: Segmenter, store: ResultStore, image: LoadedI
     StoreWriteError, SidecarError
         The result cannot be saved, or the photo's sidecar is corrupt.
     """
-    params = epoch_params(params)
-    weights, meta = record.checkpoint, image.meta
-    key, outcome = segmenter.lookup_keyed(image, BACKEND, params, weights_path=weights,
+    kind = kind or _kind_of(record)
+    known = [spec.name for spec in segmenter.registry.manifest(kind.backend).params]
+    params, weights = kind.run_inputs(record.checkpoint, params, known)
+    meta = image.meta
+    key, outcome = segmenter.lookup_keyed(image, kind.backend, params, weights_path=weights,
                                           allow_random_weights=allow_random_weights)
     saved = store.load_record(meta.path, key, sha256=meta.sha256)
     if outcome is None and saved is not None:
@@ -192,7 +220,7 @@ def ensure_epoch_result(segmenter: Segmenter, store: ResultStore, image: LoadedI
             return key, FoundResult.from_stored(stored)
         saved = None  # listed, but its arrays are missing: compute and save it again
     if outcome is None:
-        outcome = yield from segmenter.run(image, BACKEND, params, weights_path=weights, cancel=cancel,
+        outcome = yield from segmenter.run(image, kind.backend, params, weights_path=weights, cancel=cancel,
                                            allow_random_weights=allow_random_weights)
     found = FoundResult.from_outcome(outcome, params.get("threshold"))
     if saved is not None:  # already stored: keep the user's threshold
@@ -206,11 +234,12 @@ def ensure_epoch_result(segmenter: Segmenter, store: ResultStore, image: LoadedI
 
 def epoch_result(segmenter: Segmenter, store: ResultStore, image: LoadedImage, record: EpochRecord,
                  params: Mapping[str, Any] | None = None, *, cancel: CancelToken | None = None,
-                 allow_random_weights: bool = False) -> Generator[Progress, None, EpochMap]:
-    """The attention-only result of ``image`` under one epoch's checkpoint, looked up, else computed and stored
+                 allow_random_weights: bool = False,
+                 kind: RunKind | None = None) -> Generator[Progress, None, EpochMap]:
+    """The result of ``image`` under one epoch's checkpoint, looked up, else computed and stored
     (:func:`ensure_epoch_result`). Raises as that function."""
     key, found = yield from ensure_epoch_result(segmenter, store, image, record, params, cancel=cancel,
-                                                allow_random_weights=allow_random_weights)
+                                                allow_random_weights=allow_random_weights, kind=kind)
     assert found is not None
     return EpochMap(record.epoch, key, record, found)
 
@@ -241,11 +270,15 @@ def epoch_keys(segmenter: Segmenter, store: ResultStore, image: LoadedImage, run
     """As :func:`epoch_results`, but returns only ``{epoch: result key}`` and reads no stored arrays: what a view
     needs before it loads the maps it shows (one at a time). Raises as :func:`epoch_results`."""
     cancel = cancel or CancelToken()
-    records = select_epochs(as_run(run), epochs)
+    run = as_run(run)
+    kind = run_kind(run)
+    check_backend(segmenter.registry, kind)
+    records = select_epochs(run, epochs)
 
     def job(record: EpochRecord) -> Generator[Progress, None, str]:
         key, _found = yield from ensure_epoch_result(segmenter, store, image, record, params, cancel=cancel,
-                                                     allow_random_weights=allow_random_weights, load=False)
+                                                     allow_random_weights=allow_random_weights, load=False,
+                                                     kind=kind)
         return key
 
     keys = yield from _each_epoch(records, cancel, job)
@@ -256,7 +289,7 @@ def epoch_results(segmenter: Segmenter, store: ResultStore, image: LoadedImage, 
                   epochs: Sequence[int] | None = None, params: Mapping[str, Any] | None = None,
                   cancel: CancelToken | None = None,
                   allow_random_weights: bool = False) -> Generator[Progress, None, list[EpochMap]]:
-    """Every listed epoch's attention-only result of ``image`` (:func:`epoch_result`), in epoch order.
+    """Every listed epoch's result of ``image`` (:func:`epoch_result`) by the run kind's backend, in epoch order.
 
     Parameters
     ----------
@@ -269,19 +302,25 @@ def epoch_results(segmenter: Segmenter, store: ResultStore, image: LoadedImage, 
     epochs : sequence of int, optional
         Epoch numbers to compare; default every completed epoch.
     params : mapping, optional
-        Backend parameters (``threshold``, ``batch_size``, ...); ``classifier`` is always "" (attention only).
+        Backend parameters (``threshold``, ``batch_size``, ...; those two only where the backend takes them);
+        the run kind's forced ones win (prototype-vit: ``classifier`` "", attention only).
     cancel : CancelToken, optional
         Checked between epochs and by the backend between batches.
     allow_random_weights : bool
         Let the backbone be randomly initialised when the run's weights are absent (tests, benchmarks).
 
     Yields progress over all epochs; returns the :class:`EpochMap` list. Raises as :func:`epoch_result`,
-    and CheckpointError for a run without the listed epochs.
+    CheckpointError for a run without the listed epochs or of an unknown kind (:func:`run_kind`), and
+    BackendUnavailableError when the kind's backend is not installed (:func:`check_backend`).
     """
     cancel = cancel or CancelToken()
-    records = select_epochs(as_run(run), epochs)
+    run = as_run(run)
+    kind = run_kind(run)
+    check_backend(segmenter.registry, kind)
+    records = select_epochs(run, epochs)
     return (yield from _each_epoch(records, cancel, lambda record: epoch_result(
-        segmenter, store, image, record, params, cancel=cancel, allow_random_weights=allow_random_weights)))
+        segmenter, store, image, record, params, cancel=cancel, allow_random_weights=allow_random_weights,
+        kind=kind)))
 
 
 # --- figures ---------------------------------------------------------------------------------------------------
@@ -321,18 +360,21 @@ def consecutive_agreement(panes: Sequence[cmp.PaneData]) -> list[cmp.Agreement |
 
 
 def indicator_table(run: RunFolder | str | Path) -> dict[str, list[tuple[int, float]]]:
-    """The collapse indicators of every completed epoch, from the run's ``epoch_###.json`` files.
+    """The per-epoch indicators of the run's kind for every completed epoch, from its ``epoch_###.json`` files.
 
-    Returns ``{name: [(epoch, value), ...]}`` for each name in :data:`protolens.core.indicators.INDICATORS`
-    (loss, entropy, border_share, iou_previous), in epoch order; NaN where the trainer did not log a value
-    (``iou_previous`` of the first epoch). ``loss`` falls back to the epoch's mean training loss. Indicators
-    are those of arXiv 2512.19957's observation that later epochs attend to quadrat frames (step 5).
-    Raises CheckpointError for a missing or corrupt run.
+    Returns ``{name: [(epoch, value), ...]}`` for each name of ``run_kind(run).indicators`` (prototype-vit:
+    loss, entropy, border_share, iou_previous, the collapse indicators of arXiv 2512.19957's observation that
+    later epochs attend to quadrat frames, step 5; ldvc: loss and the segmentation metrics of the validation
+    split; patch-selector: loss, agreement_iou), in epoch order; NaN where the trainer did not log a value
+    (``iou_previous`` of the first epoch). ``loss`` falls back to the epoch's mean training loss.
+    Raises CheckpointError for a missing or corrupt run, or one of an unknown kind.
     """
-    records = as_run(run).epochs()
-    table: dict[str, list[tuple[int, float]]] = {name: [] for name in INDICATORS}
+    run = as_run(run)
+    names = run_kind(run).indicators
+    records = run.epochs()
+    table: dict[str, list[tuple[int, float]]] = {name: [] for name in names}
     for record in records:
-        for name in INDICATORS:
+        for name in names:
             value = record.indicators.get(name, math.nan)
             if name == "loss" and not math.isfinite(value):
                 value = record.loss
@@ -346,13 +388,13 @@ def _number(value: float | None) -> float | None:
 
 def table_rows(run: RunFolder, maps: Sequence[EpochMap],
                agreements: Sequence[cmp.Agreement | None]) -> list[dict[str, Any]]:
-    """One dict per map: :data:`TABLE_COLUMNS` then :data:`PHOTO_COLUMNS` (NaN as None)."""
+    """One dict per map: the kind's ``RunKind.columns`` then :data:`PHOTO_COLUMNS` (NaN as None)."""
     table = {name: dict(series) for name, series in indicator_table(run).items()}
     chosen = run.chosen()
     rows = []
     for item, agreement in zip(maps, agreements, strict=True):
         row: dict[str, Any] = {"epoch": item.epoch}
-        row.update({name: _number(table[name].get(item.epoch)) for name in INDICATORS})
+        row.update({name: _number(series.get(item.epoch)) for name, series in table.items()})
         row["chosen"] = item.epoch == chosen
         values = agreement.as_json() if agreement is not None else {}
         row.update({"key": item.key, "photo_iou_previous": values.get("iou"),
@@ -363,10 +405,11 @@ def table_rows(run: RunFolder, maps: Sequence[EpochMap],
 
 
 def table_csv(rows: Sequence[dict[str, Any]]) -> bytes:
-    """The rows as CSV (UTF-8, header first; booleans as 1/0, None as empty)."""
+    """The rows as CSV (UTF-8, header first: the first row's keys, else the prototype-vit columns; booleans as
+    1/0, None as empty)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    columns = (*TABLE_COLUMNS, *PHOTO_COLUMNS)
+    columns = tuple(rows[0]) if rows else (*TABLE_COLUMNS, *PHOTO_COLUMNS)
     writer.writerow(columns)
     for row in rows:
         writer.writerow(["" if row[c] is None else int(row[c]) if isinstance(row[c], bool)
@@ -413,8 +456,10 @@ def epochs_document(image: LoadedImage, run: RunFolder, maps: Sequence[EpochMap]
     pairs = [{"a": maps[i - 1].epoch, "b": maps[i].epoch, **agreement.as_json()}
              for i, agreement in enumerate(agreements) if agreement is not None]
     rows_, cols = panes[0].values.shape
+    kind = run_kind(run)
     return {"schema": EPOCHS_SCHEMA, "image": image.meta.to_json(), "run": str(run.path.resolve()),
-            "backend": BACKEND, "params": epoch_params(params), "chosen": run.chosen(),
+            "kind": kind.model, "backend": kind.backend, "params": epoch_params(params, kind),
+            "indicator_names": list(kind.indicators), "chosen": run.chosen(),
             "grid": {"rows": int(rows_), "cols": int(cols)}, "epochs": rows_out, "indicators": indicators,
             "agreement": pairs, "differences": list(differences), "created": utc_now()}
 
@@ -425,7 +470,8 @@ def compare_epochs(segmenter: Segmenter, store: ResultStore, image: LoadedImage,
                    threshold: float | None = None, semantics: str = "value", colormap: str = "inferno", opacity: float = 0.5, columns: int | None = None,
                    cancel: CancelToken | None = None,
                    allow_random_weights: bool = False) -> Generator[Progress, None, EpochComparison]:
-    """Compare ``image``'s received attention under the run's epochs and write the files of the module docstring.
+    """Compare ``image``'s maps under the run's epochs (received attention of a prototype-ViT run, the kind's
+    backend's map otherwise) and write the files of the module docstring.
 
     ``epochs`` default every completed epoch; ``params`` as :func:`epoch_results`; ``threshold`` in [0, 1] read
     with ``semantics`` ("value" or "mass") draws the masks and gives the IoUs (default the ``threshold`` of
@@ -438,13 +484,16 @@ def compare_epochs(segmenter: Segmenter, store: ResultStore, image: LoadedImage,
     ParamError
         Unknown colormap or semantics, a pair epoch that is not compared.
     CheckpointError
-        The run or a listed epoch is missing.
+        The run or a listed epoch is missing; the run's kind is unknown.
+    BackendUnavailableError
+        The run kind's backend is not installed.
     StoreWriteError
         ``out_dir`` is a file or cannot be written.
     Others
         As :func:`epoch_results`.
     """
     run, out_dir = as_run(run), Path(out_dir)
+    check_backend(segmenter.registry, run_kind(run))
     if out_dir.exists() and not out_dir.is_dir():
         raise StoreWriteError(f"{out_dir}: is a file, not a folder")
     if colormap not in cmp.COLORMAPS:
@@ -496,6 +545,7 @@ def compare_epochs(segmenter: Segmenter, store: ResultStore, image: LoadedImage,
 
 def choose_epoch(run: RunFolder | str | Path, epoch: int) -> EpochRecord:
     """Record ``epoch`` as the run's chosen (early-stopping) epoch in ``chosen.json`` (:meth:`RunFolder.choose`);
-    the ``prototype-guided`` backend then uses its checkpoint when given the run folder as weights.
+    the run kind's backend (prototype-guided, ldvc, patch-selection as ``selector``) then uses its checkpoint
+    when given the run folder.
     Returns its record. Raises CheckpointError if the run has no such epoch."""
     return as_run(run).choose(epoch)
