@@ -39,11 +39,13 @@ app.add_typer(train_app, name="train")
 _INDICATORS = (("entropy", "entropy"), ("border_share", "border"), ("iou_previous", "IoU prev"))
 
 
-def epoch_line(record: dict[str, Any], run: RunFolder) -> str:
-    """``epoch 2: loss 0.0123, entropy 0.981, border 0.25, IoU prev 0.8 -> RUN/epoch_002.safetensors``."""
-    indicators = record.get("indicators") or {}
+def epoch_line(record: dict[str, Any], run: RunFolder,
+               indicators: tuple[tuple[str, str], ...] = _INDICATORS) -> str:
+    """``epoch 2: loss 0.0123, entropy 0.981, border 0.25, IoU prev 0.8 -> RUN/epoch_002.safetensors``: the loss,
+    then ``indicators`` ((key in the epoch's indicators, label) pairs, the prototype ViT's by default)."""
+    values = record.get("indicators") or {}
     parts = [f"loss {_number(record.get('loss'))}"]
-    parts += [f"{label} {_number(indicators[key])}" for key, label in _INDICATORS if key in indicators]
+    parts += [f"{label} {_number(values[key])}" for key, label in indicators if key in values]
     return f"epoch {record['epoch']}: {', '.join(parts)} -> {run.checkpoint_path(int(record['epoch']))}"
 
 
@@ -96,31 +98,28 @@ def prototype_vit(
         weights_path=weights, depth=depth, heads=heads, width=width, lr=lr, accumulation=accumulation,
         warmup_steps=warmup, seed=seed, probe=probe, threshold=threshold, precision=backbone.get("precision", "auto"),
         allow_random_weights=allow_random, cancel=cancel)
-    try:
-        summary = _with_progress(generator, run, latest.epoch if latest else 0)
-    except KeyboardInterrupt:
-        cancel.cancel()  # the training job on the device worker stops at its next micro-batch
-        done = run.latest()
-        typer.echo(f"cancelled; kept {'epochs up to ' + str(done.epoch) if done else 'no epoch'} in {out} "
-                   "(rerun the command to resume)", err=True)
-        raise typer.Exit(130) from None
+    summary = _with_progress(generator, run, latest.epoch if latest else 0, cancel=cancel)
     for path, reason in summary.skipped:
         typer.echo(f"skipped: {path}: {reason}", err=True)
-    first, last = (summary.trained[0], summary.trained[-1]) if summary.trained else (0, 0)
-    trained = ("nothing to train" if not summary.trained else f"trained epoch {first}" if first == last
-               else f"trained epochs {first}-{last}")
+    trained = _trained(summary)
     typer.echo(f"protolens train prototype-vit: {trained}; epoch {summary.epoch}/{epochs}, {summary.steps} optimizer "
                f"updates, loss {_number(summary.loss)} -> {summary.checkpoint} "
                f"(checkpoints epoch_###.safetensors in {out})")
 
 
-def _with_progress(generator: Any, run: RunFolder, resumed: int) -> Any:
-    """Drain the training generator under a rich progress bar (tokens, then training); print each new epoch."""
+def _with_progress(generator: Any, run: RunFolder, resumed: int, phase: str = PHASE_TOKENS,
+                   indicators: tuple[tuple[str, str], ...] = _INDICATORS, cancel: CancelToken | None = None,
+                   epochs_to_stdout: bool = False) -> Any:
+    """Drain a training generator under a rich progress bar (its ``phase`` — tile tokens, reading the data,
+    rollout targets — then training) and print each new epoch's line (:func:`epoch_line`) as it completes.
+
+    Ctrl+C cancels the training job at its next micro-batch, says which epochs are kept, and exits 130.
+    """
     printed = {resumed}
     offset = 0
     with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
-        tokens = bar.add_task(PHASE_TOKENS, total=1.0)
+        first = bar.add_task(phase, total=1.0)
         training = bar.add_task("training", total=1.0, visible=False)
 
         def print_new_epochs() -> None:
@@ -129,21 +128,40 @@ def _with_progress(generator: Any, run: RunFolder, resumed: int) -> Any:
             for record in records:
                 if record.get("type") == "epoch" and int(record["epoch"]) > max(printed):
                     printed.add(int(record["epoch"]))
-                    bar.console.print(epoch_line(record, run), markup=False, highlight=False, soft_wrap=True)
+                    line = epoch_line(record, run, indicators)
+                    if epochs_to_stdout:
+                        typer.echo(line)
+                    else:
+                        bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
         def on_progress(report: Any) -> None:
-            in_tokens = report.text.startswith(PHASE_TOKENS)
-            if not in_tokens:
-                bar.update(tokens, completed=1.0)
+            in_phase = report.text.startswith(phase)
+            if not in_phase:
+                bar.update(first, completed=1.0)
                 bar.update(training, visible=True)
                 print_new_epochs()  # read only once training began (a resume first cuts the log back)
-            bar.update(tokens if in_tokens else training, completed=report.fraction, description=report.text[:70])
+            bar.update(first if in_phase else training, completed=report.fraction, description=report.text[:70])
             if "skipped" in report.text or "out of memory" in report.text:
                 bar.console.print(f"warning: {report.text}", markup=False, highlight=False, soft_wrap=True)
 
-        summary = drain(generator, on_progress)
+        try:
+            summary = drain(generator, on_progress)
+        except KeyboardInterrupt:
+            if cancel is not None:
+                cancel.cancel()  # the training job on the device worker stops at its next micro-batch
+            done = run.latest()
+            typer.echo(f"cancelled; kept {'epochs up to ' + str(done.epoch) if done else 'no epoch'} in {run.path} "
+                       "(rerun the command to resume)", err=True)
+            raise typer.Exit(130) from None
         print_new_epochs()  # the last epoch's line is written after its last progress report
     return summary
+
+
+def _trained(summary: Any) -> str:
+    """"trained epochs 3-5" / "trained epoch 3" / "nothing to train" of a TrainSummary."""
+    first, last = (summary.trained[0], summary.trained[-1]) if summary.trained else (0, 0)
+    return ("nothing to train" if not summary.trained else f"trained epoch {first}" if first == last
+            else f"trained epochs {first}-{last}")
 
 
 def _backbone_specs() -> list[Any]:
@@ -163,10 +181,7 @@ _LDVC_INDICATORS = (("miou", "mIoU"), ("miou_seen", "seen"), ("miou_unseen", "un
 
 def ldvc_epoch_line(record: dict[str, Any], run: RunFolder) -> str:
     """``epoch 2: loss 0.41, mIoU 0.52, seen 0.6, unseen 0.31, hIoU 0.41, pixel acc 0.83 -> RUN/epoch_002...``."""
-    indicators = record.get("indicators") or {}
-    parts = [f"loss {_number(record.get('loss'))}"]
-    parts += [f"{label} {_number(indicators[key])}" for key, label in _LDVC_INDICATORS if key in indicators]
-    return f"epoch {record['epoch']}: {', '.join(parts)} -> {run.checkpoint_path(int(record['epoch']))}"
+    return epoch_line(record, run, _LDVC_INDICATORS)
 
 
 def ldvc(
@@ -223,52 +238,15 @@ def ldvc(
         allow_random_weights=allow_random, cancel=cancel,
         arch={"dim": decoder_dim, "layers": layers, "heads": heads, "windows": windows, "top_k": top_k,
               "prompt_tokens": prompt_tokens})
-    try:
-        summary = _ldvc_progress(generator, run, latest.epoch if latest else 0, PHASE_DATA)
-    except KeyboardInterrupt:
-        cancel.cancel()
-        done = run.latest()
-        typer.echo(f"cancelled; kept {'epochs up to ' + str(done.epoch) if done else 'no epoch'} in {out} "
-                   "(rerun the command to resume)", err=True)
-        raise typer.Exit(130) from None
+    summary = _with_progress(generator, run, latest.epoch if latest else 0, PHASE_DATA, _LDVC_INDICATORS, cancel)
     for name, reason in summary.skipped:
         typer.echo(f"skipped: {name}: {reason}", err=True)
-    first, last = (summary.trained[0], summary.trained[-1]) if summary.trained else (0, 0)
-    trained = ("nothing to train" if not summary.trained else f"trained epoch {first}" if first == last
-               else f"trained epochs {first}-{last}")
+    trained = _trained(summary)
     metrics = "".join(f", {label} {_number(summary.indicators[key])}" for key, label in _LDVC_INDICATORS
                       if key in summary.indicators)
     typer.echo(f"protolens train ldvc: {trained}; epoch {summary.epoch}/{epochs}, {summary.steps} optimizer "
                f"updates, loss {_number(summary.loss)}{metrics} -> {summary.checkpoint} "
                f"(checkpoints epoch_###.safetensors in {out})")
-
-
-def _ldvc_progress(generator: Any, run: RunFolder, resumed: int, phase: str) -> Any:
-    """Drain the LDVC training generator under a progress bar (reading, then training); print each new epoch."""
-    printed = {resumed}
-    offset = 0
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(phase, total=1.0)
-
-        def print_new_epochs() -> None:
-            nonlocal offset
-            records, offset = run.read_metrics(offset)
-            for record in records:
-                if record.get("type") == "epoch" and int(record["epoch"]) > max(printed):
-                    printed.add(int(record["epoch"]))
-                    bar.console.print(ldvc_epoch_line(record, run), markup=False, highlight=False, soft_wrap=True)
-
-        def on_progress(report: Any) -> None:
-            if not report.text.startswith(phase):
-                print_new_epochs()
-            bar.update(task, completed=report.fraction, description=report.text[:70])
-            if "skipped" in report.text or "out of memory" in report.text:
-                bar.console.print(f"warning: {report.text}", markup=False, highlight=False, soft_wrap=True)
-
-        summary = drain(generator, on_progress)
-        print_new_epochs()
-    return summary
 
 
 train_app.command("ldvc")(ldvc)
@@ -311,31 +289,8 @@ def patch_selector(
         Segmenter(registry(), device=device), images, out, epochs=epochs, model=model, keep=keep,
         input_size=input_size, weights_path=weights, lr=lr, accumulation=accumulation, seed=seed,
         val_fraction=val_fraction, precision=precision, allow_random_weights=allow_random, cancel=cancel)
-    printed, offset = {latest.epoch if latest else 0}, 0
-
-    def print_new_epochs() -> None:
-        nonlocal offset
-        records, offset = run.read_metrics(offset)
-        for record in records:
-            if record.get("type") == "epoch" and int(record["epoch"]) > max(printed):
-                printed.add(int(record["epoch"]))
-                iou = (record.get("indicators") or {}).get("agreement_iou")
-                typer.echo(f"epoch {record['epoch']}: loss {_number(record.get('loss'))}, agreement IoU "
-                           f"{_number(iou)} -> {run.checkpoint_path(int(record['epoch']))}")
-
-    def on_progress(report: Any) -> None:
-        if not report.text.startswith(PHASE_TARGETS):
-            print_new_epochs()
-        if "skipped" in report.text or "out of memory" in report.text:
-            typer.echo(f"warning: {report.text}", err=True)
-
-    try:
-        summary = drain(generator, on_progress)
-    except KeyboardInterrupt:
-        cancel.cancel()
-        typer.echo(f"cancelled; completed epochs kept in {out} (rerun the command to resume)", err=True)
-        raise typer.Exit(130) from None
-    print_new_epochs()
+    summary = _with_progress(generator, run, latest.epoch if latest else 0, PHASE_TARGETS,
+                             (("agreement_iou", "agreement IoU"),), cancel, epochs_to_stdout=True)
     typer.echo(f"protolens train patch-selector: epoch {summary.epoch}/{epochs}, {summary.steps} optimizer updates, "
                f"loss {_number(summary.loss)}, agreement IoU {_number(summary.indicators.get('agreement_iou'))} "
                f"-> {summary.checkpoint}")
