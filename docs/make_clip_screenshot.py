@@ -16,15 +16,12 @@ Uses a throw-away settings file, store and cache.
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "docs" / "screenshots"
+from shotkit import OUT, ROOT, open_window
+from shotkit import wait as _wait
+
 PHOTO = ROOT / "resources" / "samples" / "quadrats" / "moss_carpet.jpg"
 CLASSES = """# one class per line, synonyms after ';'
 moss; Bryophyta
@@ -41,15 +38,6 @@ PROB_THRESHOLD = 0.21
 give near-uniform probabilities, 0.16 to 0.27), so the class overlay and the picked map both show."""
 
 
-def _wait(app, condition, timeout: float = 900.0) -> None:
-    end = time.time() + timeout
-    while not condition():
-        if time.time() > end:
-            raise TimeoutError("the window did not reach the expected state")
-        app.processEvents()
-        time.sleep(0.02)
-
-
 def _settle(app, seconds: float) -> None:
     end = time.time() + seconds
     while time.time() < end:
@@ -58,22 +46,10 @@ def _settle(app, seconds: float) -> None:
 
 
 def main() -> None:
-    scratch = Path(tempfile.mkdtemp(prefix="protolens-clip-shot-"))
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ["PROTOLENS_SETTINGS"] = str(scratch / "settings.ini")
-    os.environ["PROTOLENS_STORE"] = str(scratch / "store")
-    os.environ["PROTOLENS_CACHE_DIR"] = str(scratch / "cache")
-    from PySide6.QtWidgets import QApplication
-
-    from protolens.gui.main_window import MainWindow
-
+    app, window, scratch = open_window((1700, 1100), "protolens-clip-shot-")
     photos = scratch / "photos"
     photos.mkdir()
     shutil.copy(PHOTO, photos / PHOTO.name)
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    window = MainWindow(allow_random_weights=True)
-    window.resize(1700, 1100)
-    window.show()
     window.backend_panel.auto_run.setChecked(False)
     window.open_path(photos / PHOTO.name)
     _wait(app, lambda: window.image is not None)
@@ -98,7 +74,6 @@ def main() -> None:
     window.canvas_title.setText(f"{window.canvas_title.text()}  ·  RANDOM CLIP weights (no download here): "
                                 "the maps show the drawing, not CLIP's judgement")
     _settle(app, 1.0)
-    OUT.mkdir(parents=True, exist_ok=True)
     window.grab().save(str(OUT / "clip_dense.png"))
     print(f"wrote {OUT / 'clip_dense.png'}: {window.canvas_title.text()}")
     window.close()

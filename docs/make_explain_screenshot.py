@@ -12,26 +12,14 @@ Uses a throw-away settings file, store, cache and bank folder.
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "docs" / "screenshots"
+from shotkit import OUT, ROOT, open_window
+from shotkit import wait as _wait
+
 BIRDS = ROOT / "resources" / "samples" / "birds"
 QUERY = "crow.png"
-
-
-def _wait(app, condition, timeout: float = 600.0) -> None:
-    end = time.time() + timeout
-    while not condition():
-        if time.time() > end:
-            raise TimeoutError("the window did not reach the expected state")
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def _settle(app, seconds: float) -> None:
@@ -42,14 +30,7 @@ def _settle(app, seconds: float) -> None:
 
 
 def main() -> None:
-    scratch = Path(tempfile.mkdtemp(prefix="protolens-explain-shot-"))
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ["PROTOLENS_SETTINGS"] = str(scratch / "settings.ini")
-    os.environ["PROTOLENS_STORE"] = str(scratch / "store")
-    os.environ["PROTOLENS_CACHE_DIR"] = str(scratch / "cache")
-    from PySide6.QtWidgets import QApplication
-
-    from protolens.gui.main_window import MainWindow
+    app, window, scratch = open_window((1700, 1100), "protolens-explain-shot-")
     from protolens.services.bank import build_bank
     from protolens.services.segment import Segmenter, drain
 
@@ -57,10 +38,6 @@ def main() -> None:
     shutil.copytree(BIRDS, bank)
     shutil.copytree(BIRDS, photos)
     drain(build_bank(Segmenter(), bank, input_size=224, parts=4, allow_random_weights=True))
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    window = MainWindow(allow_random_weights=True)
-    window.resize(1700, 1100)
-    window.show()
     window.backend_panel.auto_run.setChecked(False)
     window.open_path(photos / QUERY)
     _wait(app, lambda: window.image is not None)
@@ -75,7 +52,6 @@ def main() -> None:
     if view.scene_view.line_count:
         view.scene_view.highlight(0)
     _settle(app, 0.5)
-    OUT.mkdir(parents=True, exist_ok=True)
     window.grab().save(str(OUT / "explain.png"))
     print(f"wrote {OUT / 'explain.png'}: {view.scene_view.line_count} matches, {view.chart.title.text()}")
     window.close()

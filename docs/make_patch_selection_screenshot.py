@@ -10,41 +10,16 @@ by the display threshold (the suggested threshold = the M slider).
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "docs" / "screenshots"
+from shotkit import OUT, ROOT, open_window
+from shotkit import wait as _wait
+
 PHOTO = ROOT / "resources" / "samples" / "birds" / "robin.jpg"
 
 
-def _wait(app, condition, timeout: float = 300.0) -> None:
-    end = time.time() + timeout
-    while not condition():
-        if time.time() > end:
-            raise TimeoutError("the window did not reach the expected state")
-        app.processEvents()
-        time.sleep(0.01)
-
-
 def main() -> None:
-    scratch = Path(tempfile.mkdtemp(prefix="protolens-shots-"))
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ["PROTOLENS_SETTINGS"] = str(scratch / "settings.ini")
-    os.environ["PROTOLENS_STORE"] = str(scratch / "store")
-    os.environ["PROTOLENS_CACHE_DIR"] = str(scratch / "cache")
-    from PySide6.QtWidgets import QApplication
-
-    from protolens.gui.main_window import MainWindow
-
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    window = MainWindow(allow_random_weights=True)
-    window.resize(1600, 1050)
-    window.show()
-    OUT.mkdir(parents=True, exist_ok=True)
+    app, window, scratch = open_window((1600, 1050), "protolens-shots-")
     panel = window.backend_panel
     panel.auto_run.setChecked(True)
     panel.combo.setCurrentIndex(panel.combo.findData("patch-selection"))

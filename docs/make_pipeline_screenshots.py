@@ -12,26 +12,15 @@ Uses a throw-away settings file, store, cache and run folder.
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "docs" / "screenshots"
+from shotkit import OUT, ROOT, open_window
+from shotkit import wait as _wait
+
 SAMPLES = ROOT / "resources" / "samples"
 BACKBONE = "vit_small_patch14_dinov2.lvd142m"
-
-
-def _wait(app, condition, timeout: float = 900.0) -> None:
-    end = time.time() + timeout
-    while not condition():
-        if time.time() > end:
-            raise TimeoutError("the window did not reach the expected state")
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def _settle(app, seconds: float) -> None:
@@ -55,23 +44,10 @@ def _prototypes(scratch: Path) -> Path:
 
 
 def main() -> None:
-    scratch = Path(tempfile.mkdtemp(prefix="protolens-shots-"))
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ["PROTOLENS_SETTINGS"] = str(scratch / "settings.ini")
-    os.environ["PROTOLENS_STORE"] = str(scratch / "store")
-    os.environ["PROTOLENS_CACHE_DIR"] = str(scratch / "cache")
-    from PySide6.QtWidgets import QApplication
-
-    from protolens.gui.main_window import MainWindow
-
+    app, window, scratch = open_window((1600, 1080), "protolens-shots-")
     prototypes = _prototypes(scratch)
     quadrats = scratch / "quadrats"
     shutil.copytree(SAMPLES / "quadrats", quadrats)
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    window = MainWindow(allow_random_weights=True)
-    window.resize(1600, 1080)
-    window.show()
-    OUT.mkdir(parents=True, exist_ok=True)
     window.open_path(quadrats / "moss_carpet.jpg")
     window.open_train_dialog()
     dialog = window.train_dialog

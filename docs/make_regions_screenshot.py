@@ -9,26 +9,13 @@ Regions tool on, a few regions accepted in two class colours and one more highli
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
+from shotkit import OUT, ROOT, open_window
+from shotkit import wait as _wait
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "docs" / "screenshots"
 PHOTO = ROOT / "resources" / "samples" / "quadrats" / "forest_floor.jpg"
-
-
-def _wait(app, condition, timeout: float = 300.0) -> None:
-    end = time.time() + timeout
-    while not condition():
-        if time.time() > end:
-            raise TimeoutError("the window did not reach the expected state")
-        app.processEvents()
-        time.sleep(0.01)
 
 
 def _centre(mask: np.ndarray) -> tuple[float, float]:
@@ -41,20 +28,10 @@ def _centre(mask: np.ndarray) -> tuple[float, float]:
 
 
 def main() -> None:
-    scratch = Path(tempfile.mkdtemp(prefix="protolens-shots-"))
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ["PROTOLENS_SETTINGS"] = str(scratch / "settings.ini")
-    os.environ["PROTOLENS_STORE"] = str(scratch / "store")
-    os.environ["PROTOLENS_CACHE_DIR"] = str(scratch / "cache")
-    from PySide6.QtWidgets import QApplication, QScrollArea
+    app, window, scratch = open_window((1600, 1050), "protolens-shots-")
+    from PySide6.QtWidgets import QScrollArea
 
-    from protolens.gui.main_window import MainWindow
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    window = MainWindow(allow_random_weights=True)
-    window.resize(1600, 1050)
-    window.show()
-    OUT.mkdir(parents=True, exist_ok=True)
     panel = window.backend_panel
     panel.auto_run.setChecked(True)
     panel.combo.setCurrentIndex(panel.combo.findData("object-regions"))

@@ -11,40 +11,12 @@ Uses a throw-away settings file and result store, so it never touches a user's o
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
-import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "docs" / "screenshots"
-
-
-def _wait(app, condition, timeout: float = 120.0) -> None:
-    end = time.time() + timeout
-    while not condition():
-        if time.time() > end:
-            raise TimeoutError("the window did not reach the expected state")
-        app.processEvents()
-        time.sleep(0.01)
+from shotkit import OUT, ROOT, open_window
+from shotkit import wait as _wait
 
 
 def main() -> None:
-    scratch = Path(tempfile.mkdtemp(prefix="protolens-shots-"))
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ["PROTOLENS_SETTINGS"] = str(scratch / "settings.ini")
-    os.environ["PROTOLENS_STORE"] = str(scratch / "store")
-    os.environ["PROTOLENS_CACHE_DIR"] = str(scratch / "cache")
-    from PySide6.QtWidgets import QApplication
-
-    from protolens.gui.main_window import MainWindow
-
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    window = MainWindow(allow_random_weights=True)
-    window.resize(1500, 1000)
-    window.show()
-    OUT.mkdir(parents=True, exist_ok=True)
+    app, window, scratch = open_window((1500, 1000), "protolens-shots-")
     main_shot(app, window)
     attention_shot(app, window)
     editor_shot(app, window)

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from protolens.core.cache import DiskCache
-from protolens.core.errors import ParamError, WeightsNotFoundError
+from protolens.core.errors import ParamError
 from protolens.core.jobs import Progress
 from protolens.core.layers import LabelMap
 from protolens.core.prompts import ClassPrompt, class_names, parse_class_list
@@ -61,8 +61,6 @@ from protolens.core.types import BackendResult, Heatmap
 from protolens.models import api
 from protolens.models.api import Backend, RunContext
 
-RANDOM_SHA = "none"
-"""The weights SHA-256 of random weights (as vit-attention names them)."""
 TEXT_DISK_BYTES = 64 * 1024**2
 
 
@@ -97,14 +95,7 @@ class ClipDense(Backend):
     # --- weights ---------------------------------------------------------------------------------
     def _weights(self, params: Any, ctx: RunContext) -> tuple[Path | None, str, str]:
         """(path or None for random init, weights id, sha256)."""
-        spec = self.manifest.weights_for(params)
-        try:
-            path = api.resolve_weights(spec, ctx.weights_path)
-        except WeightsNotFoundError:
-            if ctx.weights_path is None and ctx.allow_random_weights:
-                return None, f"{params.model}:random-init", RANDOM_SHA
-            raise
-        return path, (spec.name if spec else params.model), api.weights_sha256(path)
+        return self.catalogue_weights(params, ctx)
 
     def weights_identity(self, params: Any, ctx: RunContext) -> tuple[str, str]:
         _, weights_id, sha = self._weights(params, ctx)

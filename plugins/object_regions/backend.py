@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 
 from protolens.core.cache import DiskCache, MemoryCache
-from protolens.core.errors import WeightsNotFoundError
 from protolens.core.jobs import Progress
 from protolens.core.regions import partition, refine, regions_layer, working_size
 from protolens.core.types import BackendResult, Heatmap
@@ -57,14 +56,7 @@ class ObjectRegions(Backend):
     # --- weights and model -----------------------------------------------------------------------
     def _weights(self, params: Any, ctx: RunContext) -> tuple[Path | None, str, str]:
         """(path or None for random init, weights id, sha256)."""
-        spec = self.manifest.weights_for(params)
-        try:
-            path = api.resolve_weights(spec, ctx.weights_path)
-        except WeightsNotFoundError:
-            if ctx.weights_path is None and ctx.allow_random_weights:
-                return None, f"{params.model}:random-init", "none"
-            raise
-        return path, (spec.name if spec else params.model), api.weights_sha256(path)
+        return self.catalogue_weights(params, ctx)
 
     def weights_identity(self, params: Any, ctx: RunContext) -> tuple[str, str]:
         _, weights_id, sha = self._weights(params, ctx)

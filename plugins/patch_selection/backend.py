@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from protolens.core.cache import MemoryCache
-from protolens.core.errors import CheckpointError, ParamError, WeightsNotFoundError
+from protolens.core.errors import CheckpointError, ParamError
 from protolens.core.hashing import sha256_json
 from protolens.core.jobs import Progress
 from protolens.core.layers import Regions
@@ -92,14 +92,7 @@ class PatchSelection(Backend):
             model = str(run["backbone"]["model"])
             path, sha = api.resolve_backbone(run["backbone"], allow_random=ctx.allow_random_weights)
             return model, path, str(run["backbone"].get("weights") or model), sha
-        spec = self.manifest.weights_for(params)
-        try:
-            path = api.resolve_weights(spec, ctx.weights_path)
-        except WeightsNotFoundError:
-            if ctx.weights_path is None and ctx.allow_random_weights:
-                return params.model, None, f"{params.model}:random-init", "none"
-            raise
-        return params.model, path, (spec.name if spec else params.model), api.weights_sha256(path)
+        return (params.model, *self.catalogue_weights(params, ctx))
 
     def weights_identity(self, params: Any, ctx: RunContext) -> tuple[str, str]:
         """The backbone's (id, sha256); with a selector ``<run>:epoch_###`` and a SHA-256 over both files."""

@@ -31,7 +31,7 @@ import numpy as np
 
 from protolens.core.attention import HEAD_FUSIONS, AttentionSummary, aggregate, cls_attention_map, min_max
 from protolens.core.cache import DiskCache, MemoryCache
-from protolens.core.errors import ParamError, WeightsNotFoundError
+from protolens.core.errors import ParamError
 from protolens.core.hashing import sha256_json
 from protolens.core.jobs import Progress
 from protolens.core.thresholds import otsu_threshold
@@ -78,14 +78,7 @@ class ViTAttention(Backend):
     # --- weights ---------------------------------------------------------------------------------
     def _weights(self, params: Any, ctx: RunContext) -> tuple[Any, str, str]:
         """(path or None for random init, weights id, sha256)."""
-        spec = self.manifest.weights_for(params)
-        try:
-            path = api.resolve_weights(spec, ctx.weights_path)
-        except WeightsNotFoundError:
-            if ctx.weights_path is None and ctx.allow_random_weights:
-                return None, f"{params.model}:random-init", "none"
-            raise
-        return path, (spec.name if spec else params.model), api.weights_sha256(path)
+        return self.catalogue_weights(params, ctx)
 
     def weights_identity(self, params: Any, ctx: RunContext) -> tuple[str, str]:
         _, weights_id, sha = self._weights(params, ctx)

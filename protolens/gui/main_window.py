@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
 
 from protolens.core.errors import BackendUnavailableError
 from protolens.core.imageio import is_image_path, list_images
-from protolens.core.runs import RunFolder
 from protolens.core.store import ResultStore
 from protolens.gui.backend_panel import BackendPanel
 from protolens.gui.canvas import ImageCanvas
@@ -44,14 +43,12 @@ from protolens.gui.results_panel import ResultsPanel
 from protolens.gui.settings import add_recent_folder, open_settings, recent_folders
 from protolens.gui.species_panel import SpeciesPanel
 from protolens.gui.thumbnails import ThumbnailStrip
+from protolens.gui.window_pages import WindowPages
 from protolens.gui.workers import JobRunner
 from protolens.models.registry import Registry
 from protolens.services.annotations import export_masks
 from protolens.services.results import FoundResult
 from protolens.services.segment import Segmenter
-
-GUIDED_BACKEND = "prototype-guided"
-"""The backend whose weights are a training run's epoch checkpoint."""
 
 
 def _json_dict(text: Any) -> dict[str, str]:
@@ -63,7 +60,7 @@ def _json_dict(text: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
-class MainWindow(QMainWindow):
+class MainWindow(WindowPages, QMainWindow):
     """protolens's main window. Construct, ``show()``, then ``open_path(folder)``."""
 
     def __init__(self, registry: Registry | None = None, segmenter: Segmenter | None = None,
@@ -443,120 +440,6 @@ class MainWindow(QMainWindow):
                 return
         self.settings.setValue("export_folder", str(out_dir))
         self.controller.export(out_dir)
-
-    # --- compare and the epochs of a training run ----------------------------------------------------
-    def _show_page(self, page: QWidget | None) -> None:
-        """Show ``page`` (the Compare grid or the epochs view) instead of the main view; None = the main view."""
-        page = page if page is not None else self.views.widget(0)
-        self.views.setCurrentWidget(page)
-        self.compare_action.setChecked(page is self.compare)
-        self.epochs_action.setChecked(page is self.epochs_view)
-        self.explain_action.setChecked(page is self.explain_view)
-        if page is not self.views.widget(0):
-            page.activate()
-
-    def toggle_compare(self, checked: bool | None = None) -> None:
-        """Show the Compare grid instead of the main view (View ▸ Compare, Ctrl+K), or go back."""
-        if self.compare is None:
-            from protolens.gui.compare_view import CompareView
-
-            self.compare = CompareView(self.controller, self.jobs, self.settings)
-            self.views.addWidget(self.compare)
-        show = self.views.currentWidget() is not self.compare if checked is None else bool(checked)
-        self._show_page(self.compare if show else None)
-
-    def toggle_explain(self, checked: bool | None = None) -> None:
-        """Show the keypoint-labeling explanation of the current photo (View ▸ Explain, Ctrl+Shift+X), or go back."""
-        if self.explain_view is None:
-            from protolens.gui.explain_view import KeypointView
-
-            self.explain_view = KeypointView(self.controller, self.jobs, self.settings)
-            self.explain_view.drawn_parts = self.edit.drawn_parts
-            self.views.addWidget(self.explain_view)
-        show = self.views.currentWidget() is not self.explain_view if checked is None else bool(checked)
-        self._show_page(self.explain_view if show else None)
-
-    def _ensure_epochs_view(self) -> Any:
-        """The checkpoint comparison view (created on first use), or None when it cannot be loaded."""
-        if self.epochs_view is None:
-            try:
-                from protolens.gui.epochs_view import EpochsView
-            except ImportError as exc:
-                self.messages.error(f"the checkpoint comparison view is not available: {exc}")
-                return None
-            self.epochs_view = EpochsView(self.controller, self.jobs, self.settings)
-            self.epochs_view.epoch_chosen.connect(self.use_checkpoint)
-            self.views.addWidget(self.epochs_view)
-        return self.epochs_view
-
-    def toggle_epochs(self, checked: bool | None = None) -> None:
-        """Show the epochs of the training run opened last (View ▸ Training run epochs), or go back."""
-        if self.epochs_view is None:
-            self.epochs_action.setChecked(False)
-            self.open_training_run()
-            return
-        show = self.views.currentWidget() is not self.epochs_view if checked is None else bool(checked)
-        self._show_page(self.epochs_view if show else None)
-
-    def open_training_run(self, path: str | Path | None = None) -> None:
-        """Open a training run folder in the checkpoint comparison view (File ▸ Open training run…)."""
-        if not path:
-            path = QFileDialog.getExistingDirectory(self, "Open a training run folder",
-                                                    str(self.settings.value("last_run_folder", "")))
-            if not path:
-                return
-        path = Path(path).expanduser()
-        if not RunFolder.is_run(path):
-            self.messages.error(f"{path} is not a training run folder (no config.json)")
-            return
-        view = self._ensure_epochs_view()
-        if view is None:
-            return
-        self.settings.setValue("last_run_folder", str(path))
-        self._show_page(view)
-        view.open_run(path)
-
-    def use_checkpoint(self, checkpoint: str, epoch: int) -> None:
-        """Make ``checkpoint`` (an epoch of a run) the weights of the run kind's backend for the next run
-        (:data:`protolens.services.run_kinds.RUN_KINDS`: prototype-guided or ldvc weights, the patch-selection
-        ``selector``); the result's provenance records it (weights file and sha256)."""
-        from protolens.core.errors import ProtolensError
-        from protolens.services.run_kinds import DEFAULT_MODEL, RUN_KINDS, run_kind
-
-        folder = Path(checkpoint).parent
-        try:  # a checkpoint outside a run folder (moved, or chosen before the run existed): the prototype ViT's
-            kind = run_kind(folder) if RunFolder.is_run(folder) else RUN_KINDS[DEFAULT_MODEL]
-        except ProtolensError as exc:
-            self.messages.error(f"epoch {epoch} not used: {exc}")
-            return
-        panel, backend = self.backend_panel, kind.backend
-        index = panel.combo.findData(backend)
-        entry = next((e for e in self.registry.entries() if e.id == backend), None)
-        if index < 0 or entry is None or not entry.available:
-            self.messages.error(f"the {backend} backend is not installed: epoch {epoch} not used")
-            return
-        panel.combo.setCurrentIndex(index)  # shows its form and weights row (backend_changed)
-        if kind.weights_param is None:
-            panel.set_weights_path(str(checkpoint))
-        else:
-            panel.form.set_values({**panel.form.values(), kind.weights_param: str(checkpoint)})
-            panel.params_changed.emit(panel.form.values())
-        self.messages.show_message(f"{backend} now uses epoch {epoch}: {checkpoint}", "info")
-
-    def open_train_dialog(self) -> None:
-        """Model ▸ Train prototype ViT…: the training dialog (one per window; it stays while training)."""
-        if self.train_dialog is None:
-            from protolens.gui.train_dialog import TrainDialog
-
-            self.train_dialog = TrainDialog(self.segmenter, self.jobs, self.settings, parent=self,
-                                            allow_random_weights=self.controller.allow_random_weights)
-            self.train_dialog.compare_requested.connect(self.open_training_run)
-            self.train_dialog.finished_training.connect(lambda summary: self.messages.show_message(
-                f"training finished: {summary.run_dir} has {summary.epoch} epochs (Compare epochs… in the Train "
-                "dialog, or File ▸ Open training run…)", "info"))
-        self.train_dialog.show()
-        self.train_dialog.raise_()
-        self.train_dialog.activateWindow()
 
     # --- weights, status, closing ----------------------------------------------------------------
     def open_weights_dialog(self) -> None:

@@ -156,6 +156,27 @@ class Backend:
         """
         return ("none", "none")
 
+    def catalogue_weights(self, params: Any, ctx: RunContext) -> tuple[Path | None, str, str]:
+        """(weights file or None, weights id, sha256) of the model ``params.model`` names in this manifest.
+
+        The file is ``ctx.weights_path`` or the local Hugging Face cache copy of the manifest's ``[weights.*]``
+        entry (:func:`protolens.models.weights.resolve_weights`). Without either, and only with
+        ``ctx.allow_random_weights``, the model gets random weights: (None, ``"<model>:random-init"``, ``"none"``).
+
+        Raises :class:`~protolens.core.errors.WeightsNotFoundError` when the weights are missing otherwise.
+        """
+        from protolens.core.errors import WeightsNotFoundError
+        from protolens.models.weights import resolve_weights, weights_sha256
+
+        spec = self.manifest.weights_for(params)
+        try:
+            path = resolve_weights(spec, ctx.weights_path)
+        except WeightsNotFoundError:
+            if ctx.weights_path is None and ctx.allow_random_weights:
+                return None, f"{params.model}:random-init", "none"
+            raise
+        return path, (spec.name if spec else params.model), weights_sha256(path)
+
     def prepare(self, params: Any, ctx: RunContext) -> None:
         """Load what :meth:`run` needs (weights, model) before the first image; errors surface early."""
 
