@@ -11,12 +11,25 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from protolens.cli import app
 from protolens.cli.common import params_help, registry
+from protolens.cli.executor import (
+    ADDRESS,
+    EXECUTOR,
+    MAX_IN_FLIGHT,
+    MAX_RETRIES,
+    WORKERS,
+    ExecutorChoice,
+    finish_line,
+    run_job_on_ray,
+)
 from protolens.core.errors import ParamError
+from protolens.core.job_manifest import FILE_NAME
 from protolens.core.params import make_params, params_to_dict, parse_cli_args
 from protolens.core.store import ResultStore
 from protolens.services.batch import segment_paths
+from protolens.services.batch_jobs import SegmentJob, photo_units
 from protolens.services.segment import Segmenter
 
+MANIFEST_STEM = Path(FILE_NAME).stem
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
@@ -53,6 +66,11 @@ def segment(
     device: str = typer.Option(None, "--device", help="Torch device (cpu, cuda:0); default: least busy GPU, else CPU."),
     random_weights: bool = typer.Option(False, "--random-weights", hidden=True,
                                         help="Use random weights when none are found (testing only)."),
+    executor: str = EXECUTOR,
+    address: str = ADDRESS,
+    workers: int = WORKERS,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    max_retries: int = MAX_RETRIES,
 ) -> None:
     """Segment photos and folders: PATH... plus backend options, e.g.
 
@@ -61,20 +79,33 @@ def segment(
     manifest = registry().manifest(backend)
     paths, options = split_args(list(manifest.params), list(ctx.args))
     params = parse_cli_args(manifest.params, options)
+    choice = ExecutorChoice(executor, address, workers, max_in_flight, max_retries)
     run_segment(paths, backend, params, weights=weights, threshold=threshold, semantics=semantics, out=out,
-                device=device, random_weights=random_weights)
+                device=device, random_weights=random_weights, choice=choice)
 
 
 def run_segment(paths: list[str], backend: str, params: dict[str, Any], *, weights: Path | None,
                 threshold: float | None, semantics: str, out: Path | None, device: str | None,
-                random_weights: bool) -> None:
-    """Segment ``paths`` with a progress bar, one line per failed file and a summary; exit 1 if none worked."""
+                random_weights: bool, choice: ExecutorChoice | None = None) -> None:
+    """Segment ``paths`` with a progress bar, one line per failed file and a summary; exit 1 if none worked.
+
+    With ``choice.ray`` the photos run on Ray (:func:`protolens.cli.executor.run_job_on_ray`): resumable, with a
+    manifest; ``device`` is then each worker's choice.
+    """
     if not paths:
         raise ParamError("give at least one photo or folder (PATH...)")
     if semantics not in ("value", "mass"):
         raise ParamError(f"--threshold-semantics must be value or mass, not {semantics!r}")
     manifest = registry().manifest(backend)
     params = params_to_dict(make_params(manifest.params, params))
+    command = "attention" if backend == "vit-attention" else "segment"
+    where = f" -> {out}" if out else " -> per-photo store (.protolens/ next to each photo)"
+    if choice is not None and choice.ray:
+        units, scan = photo_units(paths, reserved_stems=[MANIFEST_STEM] if out else ())
+        job = SegmentJob(backend, params, threshold, out, weights, semantics,
+                         allow_random_weights=random_weights, command=command)
+        finish_line(command, run_job_on_ray(job, units, choice, out_dir=out), scan.skipped, where)
+        return
     console = Console(stderr=True)
     segmenter = Segmenter(registry(), device=device)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -96,8 +127,7 @@ def run_segment(paths: list[str], backend: str, params: dict[str, Any], *, weigh
                                 allow_random_weights=random_weights, on_file=on_file, on_error=on_error,
                                 on_progress=on_progress)
         bar.update(task, completed=summary.processed + len(summary.failed))
-    where = f" -> {out}" if out else " -> per-photo store (.protolens/ next to each photo)"
-    typer.echo(f"protolens {'attention' if backend == 'vit-attention' else 'segment'}: {summary.line}{where}")
+    typer.echo(f"protolens {command}: {summary.line}{where}")
     if summary.processed == 0:
         raise typer.Exit(1)
 

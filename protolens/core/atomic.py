@@ -176,3 +176,23 @@ def read_npy(path: str | Path) -> np.ndarray:
     """Read a ``.npy`` file without unpickling objects (see :func:`load_array_bytes`)."""
     with open(path, "rb") as handle:
         return load_array_bytes(handle.read())
+
+
+def stale_temporaries(folder: str | Path, since: float) -> list[Path]:
+    """Temporary files of :func:`atomic_writer` in ``folder`` left by writers that died (SIGKILL, lost node).
+
+    A temporary file ``.<name>.<random>.tmp`` is stale when it was made at or after ``since`` (POSIX seconds,
+    e.g. a job's start) and ``<name>`` has since been written completely (it exists and is newer): the write
+    was redone. Others (another program's write in progress) are never listed.
+    """
+    stale = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        name = tmp.name[1:-len(".tmp")].rsplit(".", 1)[0]
+        final = tmp.with_name(name)
+        try:
+            made = tmp.stat().st_mtime
+            if made >= since and final.exists() and final.stat().st_mtime >= made:
+                stale.append(tmp)
+        except OSError:
+            continue
+    return stale

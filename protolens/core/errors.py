@@ -56,3 +56,7 @@ class Cancelled(ProtolensError):
 
 class DeviceOutOfMemoryError(ProtolensError):
     """A device ran out of memory even with a batch of one; the job may be retried on the CPU."""
+
+
+class ExecutorError(ProtolensError):
+    """An executor cannot run a job: Ray not installed, a cluster that cannot be reached, no workers."""

@@ -127,6 +127,28 @@ def save_outcome(outcome: SegmentOutcome, threshold: float | None, *, out_dir: s
     return [found.save(store, outcome.image)]
 
 
+def segment_file(path: Path, stem: str, backend_id: str, params: Mapping[str, Any] | None, *, segmenter: Segmenter,
+                 threshold: float | None, out_dir: str | Path | None, store: ResultStore,
+                 weights_path: str | Path | None = None, semantics: str = "value",
+                 probability_threshold: float | None = None, cancel: CancelToken | None = None,
+                 allow_random_weights: bool = False, on_progress: Callable[[Progress], None] | None = None,
+                 on_outcome: Callable[[Path, SegmentOutcome, str], list[Path]] | None = None) -> list[Path]:
+    """Segment one photo and write its result (:func:`save_outcome`, then ``on_outcome``); returns the written files.
+
+    The one per-photo step of every executor (the local loop of :func:`segment_paths`, Ray's workers), so both
+    write the same files. Raises ImageReadError, SidecarError or StoreWriteError for this photo's own failures;
+    other ProtolensErrors (missing weights, bad parameters) concern every photo.
+    """
+    image = load_image(path)
+    outcome = drain(segmenter.run(image, backend_id, params, weights_path=weights_path, cancel=cancel,
+                                  allow_random_weights=allow_random_weights), on_progress)
+    written = save_outcome(outcome, threshold, out_dir=out_dir, store=store, semantics=semantics,
+                           probability_threshold=probability_threshold, stem=stem)
+    if on_outcome is not None:
+        written += on_outcome(path, outcome, stem)
+    return written
+
+
 def segment_paths(paths: Iterable[str | Path], backend_id: str, params: Mapping[str, Any] | None = None, *,
                   segmenter: Segmenter, threshold: float | None = None, out_dir: str | Path | None = None,
                   store: ResultStore | None = None, weights_path: str | Path | None = None,
@@ -157,13 +179,12 @@ def segment_paths(paths: Iterable[str | Path], backend_id: str, params: Mapping[
         if on_file is not None:
             on_file(index, len(files), path)
         try:
-            image = load_image(path)
-            outcome = drain(segmenter.run(image, backend_id, params, weights_path=weights_path, cancel=cancel,
-                                          allow_random_weights=allow_random_weights), on_progress)
-            summary.written += save_outcome(outcome, threshold, out_dir=out_dir, store=store, semantics=semantics,
-                                            probability_threshold=probability_threshold, stem=stems[path])
-            if on_outcome is not None:
-                summary.written += on_outcome(path, outcome, stems[path])
+            summary.written += segment_file(path, stems[path], backend_id, params, segmenter=segmenter,
+                                            threshold=threshold, out_dir=out_dir, store=store,
+                                            weights_path=weights_path, semantics=semantics,
+                                            probability_threshold=probability_threshold, cancel=cancel,
+                                            allow_random_weights=allow_random_weights, on_progress=on_progress,
+                                            on_outcome=on_outcome)
             summary.processed += 1
         except (ImageReadError, SidecarError, StoreWriteError) as exc:
             summary.failed.append((path, str(exc)))

@@ -185,6 +185,20 @@ class Segmenter:
                 self.memory.put(key, cached)
         return cached
 
+    def result_key(self, backend_id: str, params: Mapping[str, Any] | None = None, *,
+                   weights_path: str | Path | None = None, allow_random_weights: bool = False) -> str:
+        """The result key these inputs give every photo (:func:`protolens.core.records.result_key`); runs no model.
+
+        Raises the same errors as :meth:`run` for an unknown backend, bad parameters or missing weights.
+        """
+        manifest = self.registry.manifest(backend_id)
+        values = make_params(manifest.params, params or {})
+        ctx = RunContext(device="cpu", dtype=self.dtype, cache_dir=default_cache_dir(),
+                         weights_path=Path(weights_path) if weights_path else None,
+                         allow_random_weights=allow_random_weights)
+        _, weights_sha = self.registry.create(backend_id).weights_identity(values, ctx)
+        return result_key(manifest.id, manifest.version, weights_sha, params_to_dict(values))
+
     def lookup(self, image: LoadedImage, backend_id: str, params: Mapping[str, Any] | None = None, *,
                weights_path: str | Path | None = None, allow_random_weights: bool = False) -> SegmentOutcome | None:
         """The cached result for these inputs, or None; never runs a model.
