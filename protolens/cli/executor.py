@@ -95,13 +95,16 @@ class RayRun:
 
 
 def run_job_on_ray(job: BatchJob, units: Sequence[WorkUnit], choice: ExecutorChoice, *,
-                   out_dir: str | Path | None) -> RayRun:
+                   out_dir: str | Path | None, write_dirs: Sequence[str | Path] = ()) -> RayRun:
     """Run ``units`` of ``job`` on Ray behind a progress bar; print one ``error:`` line per failed unit.
 
-    Units already done (:meth:`BatchJob.is_done`) are skipped and recorded as such in the manifest.
+    Units already done (:meth:`BatchJob.is_done`) are skipped and recorded as such in the manifest. Afterwards the
+    temporary files of workers killed mid-write are removed from ``out_dir`` and ``write_dirs``
+    (:func:`~protolens.core.atomic.stale_temporaries`).
     """
-    from protolens.services.ray_executor import run_on_ray
+    from protolens.services.ray_executor import import_ray, run_on_ray
 
+    import_ray()  # without Ray: the one-line hint before any photo is hashed
     todo, done = pending_units(job, units)
     manifest = JobManifest(manifest_path(job.command, out_dir), job.command, "ray", choice.address or "local",
                            [unit.name for unit in units])
@@ -125,9 +128,10 @@ def run_job_on_ray(job: BatchJob, units: Sequence[WorkUnit], choice: ExecutorCho
         started = time.time()
         results = run_on_ray(job, todo, manifest, choice.options(), on_result=on_result, on_workers=on_workers,
                              tally=tally)
-    if out_dir is not None and Path(out_dir).is_dir():
-        for tmp in stale_temporaries(out_dir, started):  # left by workers killed mid-write; their photos were redone
-            tmp.unlink(missing_ok=True)
+    for folder in [*([out_dir] if out_dir is not None else []), *write_dirs]:
+        if Path(folder).is_dir():
+            for tmp in stale_temporaries(folder, started):  # left by workers killed mid-write; redone since
+                tmp.unlink(missing_ok=True)
     return RayRun(results, len(done), manifest)
 
 

@@ -14,8 +14,23 @@ import typer
 
 from protolens.cli import app
 from protolens.cli.common import backend_specs, registry, run_with_bar, with_backend_options
+from protolens.cli.executor import (
+    ADDRESS,
+    EXECUTOR,
+    MAX_IN_FLIGHT,
+    MAX_RETRIES,
+    WORKERS,
+    ExecutorChoice,
+    RayRun,
+    run_job_on_ray,
+)
 from protolens.models.kmeans import LIBRARIES
-from protolens.services.prototypes import PrototypeSummary, build_prototypes
+from protolens.services.prototypes import (
+    PrototypeSummary,
+    build_prototypes,
+    build_prototypes_with,
+    shards_path,
+)
 from protolens.services.segment import Segmenter
 from protolens.services.tokens import BACKEND
 
@@ -55,19 +70,36 @@ def build(
     device: str = typer.Option(None, "--device", help="Torch device; default: least busy GPU, else CPU."),
     allow_random: bool = typer.Option(False, "--allow-random-weights",
                                       help="Random backbone weights when none are found (testing only)."),
+    executor: str = EXECUTOR,
+    address: str = ADDRESS,
+    workers: int = WORKERS,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    max_retries: int = MAX_RETRIES,
     **backbone: Any,
 ) -> None:
     """Embed every photo (CLS, short side resized, centre crop) and cluster the embeddings into K prototypes.
 
     A rerun with the same --out embeds only new or changed photos. Unreadable photos are skipped and listed.
+    With --executor ray the shards (--shard-size photos each) are embedded by Ray workers; K-Means runs here.
     """
     backbone.setdefault("backbone", "")  # no manifest: the service reports the unavailable backend
-    segmenter = Segmenter(registry(), device=device)
-    summary = run_with_bar(build_prototypes(segmenter, images, out, weights_path=weights, k=k,
-                                            input_size=input_size, seed=seed, niter=niter, nredo=nredo,
-                                            batch_size=batch_size, shard_size=shard_size,
-                                            allow_random_weights=allow_random, library=library, **backbone),
-                           "prototypes")
+    choice = ExecutorChoice(executor, address, workers, max_in_flight, max_retries)
+    settings = dict(weights_path=weights, k=k, input_size=input_size, seed=seed, niter=niter, nredo=nredo,
+                    batch_size=batch_size, shard_size=shard_size, allow_random_weights=allow_random,
+                    library=library, **backbone)
+    if choice.ray:
+        runs: list[RayRun] = []
+
+        def run_units(job: Any, units: list[Any]) -> list[Any]:
+            runs.append(run_job_on_ray(job, units, choice, out_dir=out.resolve().parent,
+                                       write_dirs=[shards_path(out.resolve())]))
+            return runs[-1].results
+
+        summary = build_prototypes_with(run_units, Segmenter(registry(), disk_cache=None), images, out,
+                                        **settings)
+    else:
+        segmenter = Segmenter(registry(), device=device)
+        summary = run_with_bar(build_prototypes(segmenter, images, out, **settings), "prototypes")
     for _, reason in summary.unreadable:
         typer.echo(f"skipped: {reason}", err=True)
     for message in summary.warnings:

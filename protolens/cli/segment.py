@@ -101,6 +101,8 @@ def run_segment(paths: list[str], backend: str, params: dict[str, Any], *, weigh
     command = "attention" if backend == "vit-attention" else "segment"
     where = f" -> {out}" if out else " -> per-photo store (.protolens/ next to each photo)"
     if choice is not None and choice.ray:
+        if device:
+            raise ParamError("--device is not taken with --executor ray: each worker uses its own GPU (else the CPU)")
         units, scan = photo_units(paths, reserved_stems=[MANIFEST_STEM] if out else ())
         job = SegmentJob(backend, params, threshold, out, weights, semantics,
                          allow_random_weights=random_weights, command=command)

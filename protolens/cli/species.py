@@ -16,11 +16,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from protolens.cli import app
 from protolens.cli.common import backend_specs, registry, with_backend_options
+from protolens.cli.executor import (
+    ADDRESS,
+    EXECUTOR,
+    MAX_IN_FLIGHT,
+    MAX_RETRIES,
+    WORKERS,
+    ExecutorChoice,
+    RayRun,
+    run_job_on_ray,
+)
 from protolens.core.errors import ParamError
 from protolens.core.params import make_params
 from protolens.services.batch import skipped_text
 from protolens.services.segment import Segmenter
-from protolens.services.species import BACKEND, SpeciesOptions, run_tiling, species_paths
+from protolens.services.species import BACKEND, SpeciesOptions, run_tiling, species_on_ray, species_paths
 
 _REQUIRED = {"classifier": "--classifier NAME", "class_mapping": "--class-mapping FILE"}
 
@@ -40,6 +50,11 @@ def species(
     allow_random_weights: bool = typer.Option(False, "--allow-random-weights",
                                               help="Random backbone/classifier weights when none are given "
                                                    "(testing only)."),
+    executor: str = EXECUTOR,
+    address: str = ADDRESS,
+    workers: int = WORKERS,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    max_retries: int = MAX_RETRIES,
     **params: Any,
 ) -> None:
     """Species list per quadrat (arXiv 2512.19957): crop mask from the narrow ViT's received attention, K x K
@@ -50,6 +65,11 @@ def species(
     values = make_params(backend_specs(BACKEND), params)
     tiling = run_tiling(run, photo_size, crop, crop_input)
     options = SpeciesOptions(**{name: getattr(values, name) for name in SpeciesOptions.__dataclass_fields__})
+    grid = f"{tiling.grid[0]}x{tiling.grid[1]}"
+    choice = ExecutorChoice(executor, address, workers, max_in_flight, max_retries)
+    if choice.ray:
+        _species_on_ray(quadrats, options, run, epoch, out, allow_random_weights, choice, grid)
+        return
     console = Console(stderr=True)
     segmenter = Segmenter(registry(), device=device)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -69,9 +89,30 @@ def species(
     line = f"protolens species: processed {summary.processed}, failed {len(summary.failed)}"
     if summary.skipped:
         line += f", {skipped_text(summary.skipped)}"
-    grid = f"{tiling.grid[0]}x{tiling.grid[1]}"
     typer.echo(f"{line}; {listed} species listed ({grid} crops) -> {summary.submission or out}")
     if summary.processed == 0:
+        raise typer.Exit(1)
+
+
+def _species_on_ray(quadrats: list[Path], options: SpeciesOptions, run: Path, epoch: int | None, out: Path,
+                    allow_random_weights: bool, choice: ExecutorChoice, grid: str) -> None:
+    """``--executor ray``: one quadrat per unit (resumable, with a manifest); the submission lists every quadrat
+    done now or before. Summary as the local path's, plus ``already done`` and ``retried``."""
+    runs: list[RayRun] = []
+
+    def run_units(job: Any, units: list[Any]) -> list[Any]:
+        runs.append(run_job_on_ray(job, units, choice, out_dir=out))
+        return runs[-1].results
+
+    summary = species_on_ray(quadrats, options, run_dir=run, out_dir=out, epoch=epoch,
+                             allow_random_weights=allow_random_weights, run_units=run_units)
+    for path, message in summary.failed:  # unit errors were printed by the progress bar; these are read-backs
+        if not any(r.name == str(path) for r in runs[0].failed):
+            typer.echo(f"error: {message}", err=True)
+    listed = sum(len(ids) for ids in summary.species.values())
+    typer.echo(f"protolens species: {runs[0].line(summary.skipped)}; {listed} species listed ({grid} crops) "
+               f"-> {summary.submission or out}")
+    if not summary.species:
         raise typer.Exit(1)
 
 

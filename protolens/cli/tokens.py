@@ -14,9 +14,21 @@ import typer
 
 from protolens.cli import app
 from protolens.cli.common import backend_specs, registry, with_backend_options
+from protolens.cli.executor import (
+    ADDRESS,
+    EXECUTOR,
+    MAX_IN_FLIGHT,
+    MAX_RETRIES,
+    WORKERS,
+    ExecutorChoice,
+    finish_line,
+    run_job_on_ray,
+)
 from protolens.core.errors import ImageReadError, StoreWriteError
 from protolens.core.imageio import expand_paths
+from protolens.services.batch_jobs import photo_units
 from protolens.services.segment import Segmenter, drain, load_image
+from protolens.services.shard_jobs import TokensJob
 from protolens.services.tokens import BACKEND, DEFAULT_MODEL, crop_tokens
 
 
@@ -32,9 +44,22 @@ def tokens(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Crops per forward pass (bounds memory)."),
     device: str = typer.Option(None, "--device", help="Torch device; default: least busy GPU, else CPU."),
     random_weights: bool = typer.Option(False, "--random-weights", hidden=True, help="Testing only."),
+    executor: str = EXECUTOR,
+    address: str = ADDRESS,
+    workers: int = WORKERS,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    max_retries: int = MAX_RETRIES,
     **backbone: Any,
 ) -> None:
     """CLS token per crop of each photo (arXiv 2512.19957, step 3), written as (rows, cols, dim) float32 .npy."""
+    choice = ExecutorChoice(executor, address, workers, max_in_flight, max_retries)
+    if choice.ray:  # one unit per photo (its crops are the unit's batches), resumable, with a manifest
+        units, scan = photo_units(paths)
+        job = TokensJob(backbone.get("model", DEFAULT_MODEL), backbone.get("precision", "auto"),
+                        weights.resolve() if weights is not None else None, (rows, cols), crop, input_size,
+                        batch_size, random_weights, out.resolve())
+        finish_line("tokens", run_job_on_ray(job, units, choice, out_dir=out), scan.skipped, f" -> {out}")
+        return
     segmenter = Segmenter(registry(), device=device)
     done = failed = 0
     for path in expand_paths(paths):

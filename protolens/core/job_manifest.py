@@ -78,12 +78,14 @@ class JobManifest:
         self.started = utc_now()
         self.finished: str | None = None
         self.interval = interval
-        self._written = 0.0
+        self._written = float("-inf")
 
     def record(self, name: str, **changes: Any) -> UnitRecord:
         """Update unit ``name``'s record with ``changes`` (fields of :class:`UnitRecord`); returns it."""
         unit = self.units[name]
         for key, value in changes.items():
+            if not hasattr(unit, key):
+                raise AttributeError(f"UnitRecord has no field {key!r}")
             setattr(unit, key, value)
         return unit
 

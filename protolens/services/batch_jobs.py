@@ -36,12 +36,13 @@ UNIT_ERRORS = (ImageReadError, SidecarError, StoreWriteError)
 def photo_units(paths: Iterable[str | Path], reserved_stems: Iterable[str] = ()) -> tuple[list[WorkUnit], ScanResult]:
     """One unit per photo of ``paths`` (files and folders, as ``segment`` scans them), payload (path, stem).
 
-    Stems are :func:`~protolens.services.batch.export_stems`'s, so every executor names files alike.
+    Stems are :func:`~protolens.services.batch.export_stems`'s, so every executor names files alike; the path in
+    the payload is absolute (a worker may run in another folder, on another node), the name as scanned.
     Returns the units and the scan (its ``skipped`` entries for the summary).
     """
     scan = scan_paths(paths)
     stems = export_stems(scan.images, reserved=reserved_stems)
-    return [WorkUnit(str(path), (path, stems[path])) for path in scan.images], scan
+    return [WorkUnit(str(path), (path.resolve(), stems[path])) for path in scan.images], scan
 
 
 def _registry() -> Any:
@@ -82,9 +83,14 @@ class SegmentJob:
     on_outcome: Any = None
     command: str = "segment"
 
+    def __post_init__(self) -> None:  # workers may run in another folder (another node): absolute paths
+        self.out_dir = Path(self.out_dir).resolve() if self.out_dir is not None else None
+        self.weights_path = Path(self.weights_path).resolve() if self.weights_path is not None else None
+
     def open(self, device: str | None) -> Segmenter:
-        """A Segmenter of this worker (its model loads on the first photo and stays)."""
-        return Segmenter(_registry(), device=device)
+        """A Segmenter of this worker (its model loads on the first photo and stays). A worker never sees a photo
+        twice, so it keeps one result in memory, not the GUI's 48 (full-resolution heatmaps add up)."""
+        return Segmenter(_registry(), device=device, memory_capacity=1)
 
     def _store(self) -> ResultStore:
         return ResultStore.from_environment()

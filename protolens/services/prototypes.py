@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from protolens.core.jobs import CancelToken, Progress, rescaled
 from protolens.core.store import utc_now
 from protolens.models import api
 from protolens.models.kmeans import adjusted_rand_index, choose_library, cluster_purity, kmeans
-from protolens.services.segment import Segmenter
+from protolens.services.segment import Segmenter, drain
 from protolens.services.tokens import _backbone
 
 SCHEMA = "protolens.prototypes/1"
@@ -184,10 +184,20 @@ class ShardStore:
                                      f"its images are embedded again")
         return entries
 
-    def write(self, images: Sequence[TrainingImage], sha256: Sequence[str], vectors: np.ndarray, dtype: str) -> Path:
-        """Write the next ``shard_#####.npz`` atomically; returns its path."""
+    def next_number(self) -> int:
+        """The number of the next shard: one more than the highest written (0 in an empty folder)."""
         numbers = [int(p.stem.split("_")[1]) for p in self.folder.glob("shard_*.npz") if p.stem[6:].isdigit()]
-        path = self.folder / f"shard_{max(numbers, default=-1) + 1:05d}.npz"
+        return max(numbers, default=-1) + 1
+
+    def write(self, images: Sequence[TrainingImage], sha256: Sequence[str], vectors: np.ndarray, dtype: str,
+              number: int | None = None) -> Path:
+        """Write ``shard_<number>.npz`` atomically (default the next number); returns its path.
+
+        Concurrent writers (Ray workers) must each be given their ``number``: the default is found by listing
+        the folder, which two writers could do at the same time.
+        """
+        number = self.next_number() if number is None else number
+        path = self.folder / f"shard_{number:05d}.npz"
         buffer = io.BytesIO()
         np.savez(buffer, paths=np.array([i.rel for i in images], dtype=str),
                  sizes=np.array([i.size for i in images], np.int64),
@@ -322,6 +332,45 @@ def build_prototypes(segmenter: Segmenter, images_dir: str | Path, out_file: str
     BackendUnavailableError, WeightsNotFoundError, CheckpointError, Cancelled, StoreWriteError
     """
     cancel = cancel or CancelToken()
+    plan = _plan(segmenter, images_dir, out_file, backbone=backbone, weights_path=weights_path, k=k,
+                 input_size=input_size, shard_size=shard_size, batch_size=batch_size, precision=precision,
+                 allow_random_weights=allow_random_weights, cancel=cancel, library=library)
+    yield Progress(0.0, plan.start_text)
+    unreadable = yield from _embed_pending(segmenter, plan.parts, plan.store, plan.pending, plan.entries,
+                                           input_size=input_size, batch_size=batch_size, shard_size=shard_size,
+                                           warnings=plan.warnings)
+    return (yield from _cluster(plan, unreadable, k=k, seed=seed, niter=niter, nredo=nredo, cancel=cancel))
+
+
+@dataclass
+class _Plan:
+    """What a build knows before embedding: backbone, images, the shard store, what it holds, what is pending."""
+
+    images_dir: str | Path
+    out_file: Path
+    backbone: str
+    input_size: int
+    library: str
+    parts: tuple[Any, Any, Any]
+    weights_id: str
+    weights_sha: str
+    images: list[TrainingImage]
+    ignored: int
+    store: ShardStore
+    entries: dict[str, _Entry]
+    pending: list[TrainingImage]
+    warnings: list[str]
+
+    @property
+    def start_text(self) -> str:
+        before = len(self.images) - len(self.pending)
+        return f"{len(self.images)} photos: {before} embedded before, {len(self.pending)} to embed"
+
+
+def _plan(segmenter: Segmenter, images_dir: str | Path, out_file: str | Path, *, backbone: str,
+          weights_path: str | Path | None, k: int, input_size: int, shard_size: int, batch_size: int,
+          precision: str, allow_random_weights: bool, cancel: CancelToken, library: str) -> _Plan:
+    """Check the arguments, resolve the backbone and weights, scan the images, open the shards (phase 1)."""
     out_file = Path(out_file)
     _check_args(out_file, k, shard_size, batch_size, input_size)
     chosen = choose_library(library)
@@ -338,26 +387,29 @@ def build_prototypes(segmenter: Segmenter, images_dir: str | Path, out_file: str
                 "weights_sha256": weights_sha, "input": input_size, "method": METHOD})
     entries = store.load()
     pending = [i for i in images if (e := entries.get(i.rel)) is None or (e.size, e.mtime_ns) != (i.size, i.mtime_ns)]
-    warnings = list(store.warnings)
-    yield Progress(0.0, f"{len(images)} photos: {len(images) - len(pending)} embedded before, {len(pending)} to embed")
-    unreadable = yield from _embed_pending(segmenter, (backend, params, ctx), store, pending, entries,
-                                           input_size=input_size, batch_size=batch_size, shard_size=shard_size,
-                                           warnings=warnings)
+    return _Plan(images_dir, out_file, backbone, input_size, chosen, (backend, params, ctx), weights_id,
+                 weights_sha, images, ignored, store, entries, pending, list(store.warnings))
+
+
+def _cluster(plan: _Plan, unreadable: list[tuple[str, str]], *, k: int, seed: int, niter: int, nredo: int,
+             cancel: CancelToken) -> Generator[Progress, None, PrototypeSummary]:
+    """K-Means over the embeddings of every readable image, then the prototypes file and provenance (phase 3)."""
+    images, entries, out_file = plan.images, plan.entries, plan.out_file
     failed = {rel for rel, _ in unreadable}
     used = [i for i in images if i.rel not in failed]
     if not used:
-        raise ParamError(f"--images {images_dir}: none of the {len(images)} photos could be read")
+        raise ParamError(f"--images {plan.images_dir}: none of the {len(images)} photos could be read")
     vectors = np.stack([entries[i.rel].vector for i in used]) if used else np.zeros((0, 0), np.float32)
-    yield Progress(EMBED_SHARE, f"k-means ({chosen}): {len(used)} x {vectors.shape[1]} into {k} clusters")
-    result = kmeans(vectors, k, seed=seed, niter=niter, nredo=nredo, library=chosen)
+    yield Progress(EMBED_SHARE, f"k-means ({plan.library}): {len(used)} x {vectors.shape[1]} into {k} clusters")
+    result = kmeans(vectors, k, seed=seed, niter=niter, nredo=nredo, library=plan.library)
     cancel.raise_if_set()
     scores = _class_scores(used, result.assignment)
     provenance = {
-        "schema": SCHEMA, "file": out_file.name, "tensor": TENSOR, "backbone": backbone,
-        "weights": {"id": weights_id, "sha256": weights_sha}, "input": input_size, "k": k,
+        "schema": SCHEMA, "file": out_file.name, "tensor": TENSOR, "backbone": plan.backbone,
+        "weights": {"id": plan.weights_id, "sha256": plan.weights_sha}, "input": plan.input_size, "k": k,
         "dim": int(result.centroids.shape[1]), "seed": seed, "niter": niter, "nredo": nredo,
         "library": result.library, "inertia": result.inertia, "n_images": len(used),
-        "images_dir": str(Path(images_dir).resolve()),
+        "images_dir": str(Path(plan.images_dir).resolve()),
         "images_sha256": sha256_json([[i.rel, entries[i.rel].sha256] for i in used]),
         "embedding_dtypes": sorted({entries[i.rel].dtype for i in used}),
         "cluster_sizes": np.bincount(result.assignment, minlength=k).tolist(),
@@ -365,10 +417,60 @@ def build_prototypes(segmenter: Segmenter, images_dir: str | Path, out_file: str
         **scores, "method": METHOD, "created": utc_now()}
     save_prototypes(out_file, result.centroids, provenance)
     yield Progress(1.0, f"wrote {out_file}")
-    return PrototypeSummary(out_file, provenance_path(out_file), store.folder, k, int(result.centroids.shape[1]),
+    pending = plan.pending
+    return PrototypeSummary(out_file, provenance_path(out_file), plan.store.folder, k, int(result.centroids.shape[1]),
                             len(used), len(pending) - len(unreadable), len(images) - len(pending), result.library,
-                            result.inertia, unreadable, ignored, scores.get("classes"), scores.get("purity"),
-                            scores.get("adjusted_rand_index"), warnings)
+                            result.inertia, unreadable, plan.ignored, scores.get("classes"), scores.get("purity"),
+                            scores.get("adjusted_rand_index"), plan.warnings)
+
+
+RunUnits = Callable[[Any, list[Any]], Sequence[Any]]
+"""``run_units(job, units) -> results``: an executor (e.g. the CLI's Ray runner) returning the UnitResults."""
+
+
+def build_prototypes_with(run_units: RunUnits, segmenter: Segmenter, images_dir: str | Path, out_file: str | Path,
+                          *, backbone: str, weights_path: str | Path | None = None, k: int, input_size: int = 518,
+                          seed: int = 0, niter: int = 350, nredo: int = 30, batch_size: int = 32,
+                          shard_size: int = 256, precision: str = "auto", allow_random_weights: bool = False,
+                          library: str = "auto",
+                          on_progress: Callable[[Progress], None] | None = None) -> PrototypeSummary:
+    """:func:`build_prototypes` with the embeddings computed by an executor (Ray workers), one unit per shard.
+
+    The driver plans as the local build does (``segmenter`` gives the registry; no model runs here), makes one
+    :class:`~protolens.services.shard_jobs.PrototypeShardJob` unit of up to ``shard_size`` pending images per
+    shard with its shard number (the next free ones, in order, so later shards still win), hands them to
+    ``run_units``, reloads the shards and clusters exactly as the local build. The images of a unit that
+    failed (its worker died too often) count as unreadable, with the unit's error as the reason.
+    ``on_progress`` gets the K-Means and writing reports. Raises as :func:`build_prototypes`.
+    """
+    from protolens.services.shard_jobs import PrototypeShardJob
+    from protolens.services.work import WorkUnit
+
+    cancel = CancelToken()
+    images_dir = Path(images_dir).resolve()  # workers may run in another working folder
+    out_file = Path(out_file).resolve()
+    plan = _plan(segmenter, images_dir, out_file, backbone=backbone, weights_path=weights_path, k=k,
+                 input_size=input_size, shard_size=shard_size, batch_size=batch_size, precision=precision,
+                 allow_random_weights=allow_random_weights, cancel=cancel, library=library)
+    job = PrototypeShardJob(backbone, precision, Path(weights_path).resolve() if weights_path else None,
+                            allow_random_weights, input_size, batch_size, plan.store.folder)
+    first = plan.store.next_number()
+    units = [WorkUnit(f"shard_{first + n:05d}", (first + n, plan.pending[start:start + shard_size]))
+             for n, start in enumerate(range(0, len(plan.pending), shard_size))]
+    results = {result.name: result for result in run_units(job, units)} if units else {}
+    unreadable: list[tuple[str, str]] = []
+    for unit in units:
+        result = results.get(unit.name)
+        if result is not None and result.ok:
+            unreadable += [tuple(entry) for entry in result.value["unreadable"]]
+            plan.warnings += [w for w in result.value.get("warnings", []) if w not in plan.warnings]
+        else:
+            why = result.error if result is not None and result.error else f"{unit.name} was not embedded"
+            unreadable += [(image.rel, why) for image in unit.payload[1]]
+    reloaded = ShardStore(plan.store.folder)
+    plan.entries = reloaded.load()
+    plan.warnings += [w for w in reloaded.warnings if w not in plan.warnings]
+    return drain(_cluster(plan, unreadable, k=k, seed=seed, niter=niter, nredo=nredo, cancel=cancel), on_progress)
 
 
 def save_prototypes(out_file: str | Path, prototypes: np.ndarray, provenance: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -122,12 +123,11 @@ class UnitWorker:
     """The actor body: holds one job's per-worker state (its model) and runs units. Used through Ray only."""
 
     def __init__(self, job: BatchJob, worker_id: str, device: str | None, threads: int) -> None:
-        try:
-            import torch
-
-            torch.set_num_threads(max(1, threads))
-        except ImportError:
-            pass
+        threads = max(1, threads)
+        if "torch" in sys.modules:  # a worker process Ray reused
+            sys.modules["torch"].set_num_threads(threads)
+        else:  # read when torch is imported (only by backends that need it)
+            os.environ["OMP_NUM_THREADS"] = str(threads)
         self.job, self.worker_id = job, worker_id
         self.state = job.open(device)
         self.device = device or "auto"
@@ -262,8 +262,11 @@ def run_on_ray(job: BatchJob, units: Sequence[WorkUnit], manifest: JobManifest, 
         An error every unit would hit (missing weights, unknown backend), raised by a worker.
     """
     options = options or RayOptions()
-    ray, started_here = connect(options)
     tally = tally or Tally(total=len(units))
+    if not units:  # a resumed job with everything done: no Ray, no workers
+        manifest.finish()
+        return []
+    ray, started_here = connect(options)
     started = time.perf_counter()
     try:
         count, gpus = _worker_count(ray, options)

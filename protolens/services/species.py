@@ -20,7 +20,8 @@ only checked against it (:func:`run_tiling`) and a difference is an error, never
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,13 @@ from typing import Any
 from protolens.core.atomic import write_json_atomic
 from protolens.core.errors import ParamError
 from protolens.core.imageio import scan_paths
+from protolens.core.job_manifest import FILE_NAME as MANIFEST_FILE
 from protolens.core.jobs import CancelToken, Progress
 from protolens.core.records import utc_now
 from protolens.core.runs import RunFolder
 from protolens.core.species import write_submission
 from protolens.services.batch import BatchSummary, segment_paths
+from protolens.services.batch_jobs import SegmentJob, SpeciesHook, photo_units
 from protolens.services.pipeline import Tiling, parse_photo_size
 from protolens.services.segment import Segmenter, SegmentOutcome
 
@@ -183,6 +186,49 @@ def species_paths(paths: Iterable[str | Path], options: SpeciesOptions, *, run_d
                           on_error=on_error, reserved_stems=[Path(SUBMISSION).stem], on_outcome=write_species)
     summary = SpeciesSummary(**{**vars(batch), "skipped": scan.skipped}, species=species)
     if summary.processed:
+        summary.submission = out / SUBMISSION
+        write_submission(summary.submission, summary.species)
+        summary.written.append(summary.submission)
+    return summary
+
+
+def species_on_ray(paths: Iterable[str | Path], options: SpeciesOptions, *, run_dir: str | Path,
+                   out_dir: str | Path, run_units: Callable[[SegmentJob, list[Any]], Sequence[Any]],
+                   epoch: int | None = None, allow_random_weights: bool = False) -> SpeciesSummary:
+    """:func:`species_paths` with the quadrats run by an executor (Ray workers), one unit per quadrat.
+
+    ``run_units(job, units)`` runs the :class:`~protolens.services.batch_jobs.SegmentJob` (resumable: it skips
+    quadrats whose outputs exist with the same key) and returns the UnitResults of the units it ran. The
+    submission then lists every quadrat done now or before, read back from its ``<stem>.species.json``, in scan
+    order, as the local path orders its rows. ``summary.processed`` counts the quadrats done by this run;
+    ``summary.failed`` (path, error) those that failed. Raises as :func:`species_paths`.
+    """
+    checkpoint = run_checkpoint(run_dir, epoch)
+    out = Path(out_dir).resolve()  # workers may run in another working folder
+    units, scan = photo_units(paths, reserved_stems=[Path(SUBMISSION).stem, Path(MANIFEST_FILE).stem])
+    _quadrat_ids(scan.images)
+    job = SegmentJob(BACKEND, options.params(), threshold=options.threshold, out_dir=out, weights_path=checkpoint,
+                     allow_random_weights=allow_random_weights, on_outcome=SpeciesHook(out, options),
+                     command="species")
+    results = {result.name: result for result in run_units(job, units)}
+    summary = SpeciesSummary(skipped=scan.skipped)
+    for unit in units:
+        path, stem = unit.payload
+        result = results.get(unit.name)
+        if result is not None and not result.ok:
+            summary.failed.append((path, result.error or "failed"))
+            continue
+        species_json = out / f"{stem}.species.json"
+        try:
+            document = json.loads(species_json.read_text(encoding="utf-8"))
+            summary.species[path.stem] = [s["species_id"] for s in document["species"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            summary.failed.append((path, f"{species_json}: unreadable species list ({exc})"))
+            continue
+        if result is not None:
+            summary.processed += 1
+            summary.written += [Path(p) for p in result.outputs]
+    if summary.species:
         summary.submission = out / SUBMISSION
         write_submission(summary.submission, summary.species)
         summary.written.append(summary.submission)
