@@ -12,7 +12,7 @@ fresh cache folder:
 
 Prints per configuration the steady-state seconds per photo (from the first finished photo to the last, which
 leaves out model loading and Ray's start), the end-to-end time (Ray's start included), and the
-resident memory of each Ray worker at the end (its model included). Then the ratios: the per-photo overhead
+resident memory of each Ray worker at the end (its model included; for local, this whole process). Then the ratios: the per-photo overhead
 of Ray with one worker against local (goal <= 10 % for vegetation-index, <= 5 % for vit-attention) and the
 scaling from 1 to 2 workers (ideal 2x; this machine has 2 cores, shared with the driver and Ray's daemons).
 vit-attention runs ViT-S/14 with random weights at its default long side 518.
@@ -72,7 +72,10 @@ def run_local(backend: str, folder: Path, out: Path) -> dict:
                             on_file=lambda index, total, path: finished.append(time.perf_counter()))
     finished.append(time.perf_counter())
     assert summary.processed == len(finished) - 1, summary.line
-    return {"per_photo": steady(finished[1:]), "total": time.perf_counter() - started, "rss": []}
+    import psutil
+
+    rss = [psutil.Process().memory_info().rss]  # this process, for comparison (the driver's own imports included)
+    return {"per_photo": steady(finished[1:]), "total": time.perf_counter() - started, "rss": rss}
 
 
 def run_ray(backend: str, folder: Path, out: Path, workers: int) -> dict:
@@ -112,7 +115,7 @@ def main() -> None:
                 "ray, 1 worker": run_ray(backend, folder, work / f"{backend}-ray1", 1),
                 "ray, 2 workers": run_ray(backend, folder, work / f"{backend}-ray2", 2)}
         print(f"\n{backend}")
-        print(f"  {'executor':<16}{'s / photo':>12}{'end to end':>12}   worker memory (RSS)")
+        print(f"  {'executor':<16}{'s / photo':>12}{'end to end':>12}   memory (RSS) per worker; local: the process")
         for name, row in rows.items():
             memory = ", ".join(f"{b / 2**20:.0f} MiB" for b in row["rss"]) or "-"
             print(f"  {name:<16}{row['per_photo']:>12.4f}{row['total']:>11.1f}s   {memory}")

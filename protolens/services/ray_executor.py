@@ -162,9 +162,10 @@ class _Scheduler:
     """The driver's loop: submit with back-pressure, collect, resubmit units of dead workers."""
 
     def __init__(self, ray: Any, actors: list[Any], options: RayOptions, manifest: JobManifest, tally: Tally,
-                 on_result: Callable[[UnitResult, Tally], None] | None) -> None:
+                 on_result: Callable[[UnitResult, Tally], None] | None,
+                 on_retry: Callable[[str, str, int], None] | None = None) -> None:
         self.ray, self.actors, self.options = ray, actors, options
-        self.manifest, self.tally, self.on_result = manifest, tally, on_result
+        self.manifest, self.tally, self.on_result, self.on_retry = manifest, tally, on_result, on_retry
         self.limit = options.max_in_flight or 2 * len(actors)
         self.load = [0] * len(actors)
         self.in_flight: dict[Any, tuple[WorkUnit, int]] = {}
@@ -192,6 +193,8 @@ class _Scheduler:
                 record.retried += 1
                 self.tally.retried += 1
                 queue.appendleft((unit, index))
+                if self.on_retry is not None:
+                    self.on_retry(unit.name, f"w{index}", record.attempts + 1)
                 return
             result = UnitResult(unit.name, False, error=f"{unit.name}: its worker died {record.attempts} times "
                                                        f"({type(exc).__name__})")
@@ -229,6 +232,7 @@ class _Scheduler:
 def run_on_ray(job: BatchJob, units: Sequence[WorkUnit], manifest: JobManifest, options: RayOptions | None = None,
                *, on_result: Callable[[UnitResult, Tally], None] | None = None,
                on_workers: Callable[[list[dict[str, Any]]], None] | None = None,
+               on_retry: Callable[[str, str, int], None] | None = None,
                tally: Tally | None = None) -> list[UnitResult]:
     """Run ``units`` of ``job`` on Ray and return their results (in completion order).
 
@@ -247,6 +251,8 @@ def run_on_ray(job: BatchJob, units: Sequence[WorkUnit], manifest: JobManifest, 
         ``on_result(result, tally)`` after each finished unit (done or failed), on the driver.
     on_workers : callable, optional
         ``on_workers(infos)`` once the actors are up (the ``workers`` entries of the manifest).
+    on_retry : callable, optional
+        ``on_retry(unit name, dead worker id, next attempt)`` when a unit is resubmitted after its worker died.
     tally : Tally, optional
         Counters to continue (e.g. with ``skipped`` set); default a fresh one.
 
@@ -281,7 +287,7 @@ def run_on_ray(job: BatchJob, units: Sequence[WorkUnit], manifest: JobManifest, 
         if on_workers is not None:
             on_workers(manifest.workers)
         manifest.flush(force=True)
-        results = _Scheduler(ray, actors, options, manifest, tally, on_result).run(units, started)
+        results = _Scheduler(ray, actors, options, manifest, tally, on_result, on_retry).run(units, started)
         manifest.workers = _infos(ray, actors, previous=manifest.workers)
         return results
     finally:
