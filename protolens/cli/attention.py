@@ -15,7 +15,7 @@ import typer
 
 from protolens.cli import app
 from protolens.cli.common import backend_specs, with_backend_options
-from protolens.cli.executor import ADDRESS, EXECUTOR, MAX_IN_FLIGHT, MAX_RETRIES, WORKERS, ExecutorChoice
+from protolens.cli.executor import ExecutorChoice, with_executor_options
 from protolens.cli.segment import run_segment
 
 BACKEND = "vit-attention"
@@ -34,17 +34,12 @@ def attention(
     out: Path = typer.Option(None, "--out", "-o", help="Output folder; default: the per-photo result store."),
     device: str = typer.Option(None, "--device", help="Torch device (cpu, cuda:0); default: least busy GPU, else CPU."),
     random_weights: bool = typer.Option(False, "--random-weights", hidden=True, help="Testing only."),
-    executor: str = EXECUTOR,
-    address: str = ADDRESS,
-    workers: int = WORKERS,
-    max_in_flight: int = MAX_IN_FLIGHT,
-    max_retries: int = MAX_RETRIES,
+    choice: ExecutorChoice = ExecutorChoice(),  # the executor options (with_executor_options)
     **params: Any,
 ) -> None:
     """Attention heatmaps, masks and provenance for photos: CLS attention, received attention or rollout."""
-    choice = ExecutorChoice(executor, address, workers, max_in_flight, max_retries)
     run_segment([str(p) for p in paths], BACKEND, params, weights=weights, threshold=threshold, semantics=semantics,
                 out=out, device=device, random_weights=random_weights, choice=choice)
 
 
-app.command("attention")(with_backend_options(attention, backend_specs(BACKEND), aliases=ALIASES, panel=PANEL))
+app.command("attention")(with_backend_options(with_executor_options(attention), backend_specs(BACKEND), aliases=ALIASES, panel=PANEL))

@@ -9,8 +9,10 @@ is resumable (photos whose outputs exist with the same result key are skipped) a
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,37 @@ MAX_IN_FLIGHT = typer.Option(None, "--max-in-flight", min=1, rich_help_panel=PAN
                              help="Photos submitted and not finished, at most; default 2 per worker.")
 MAX_RETRIES = typer.Option(3, "--max-retries", min=0, rich_help_panel=PANEL,
                            help="Resubmissions of a photo whose worker died, at most.")
+
+
+_OPTIONS = (("executor", EXECUTOR, str), ("address", ADDRESS, str), ("workers", WORKERS, int),
+            ("max_in_flight", MAX_IN_FLIGHT, int), ("max_retries", MAX_RETRIES, int))
+
+
+def with_executor_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A typer command whose keyword-only parameter ``choice`` becomes the five executor options.
+
+    ``func`` declares ``choice: ExecutorChoice`` (keyword-only); the returned command takes ``--executor``,
+    ``--address``, ``--workers``, ``--max-in-flight`` and ``--max-retries`` in its place and calls ``func`` with
+    ``choice=ExecutorChoice(...)`` (which raises ParamError for Ray options without ``--executor ray``). It can be
+    wrapped again by :func:`protolens.cli.common.with_backend_options`.
+    """
+    signature = inspect.signature(func, eval_str=True)
+    parameters: list[inspect.Parameter] = []
+    for parameter in signature.parameters.values():
+        if parameter.name == "choice":
+            parameters += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+                           for name, option, kind in _OPTIONS]
+        else:
+            parameters.append(parameter)
+
+    @functools.wraps(func)
+    def command(*args: Any, **values: Any) -> Any:
+        picked = {name: values.pop(name) for name, _, _ in _OPTIONS}
+        return func(*args, choice=ExecutorChoice(**picked), **values)
+
+    command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters if p.annotation is not p.empty}
+    return command
 
 
 @dataclass

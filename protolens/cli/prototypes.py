@@ -14,16 +14,7 @@ import typer
 
 from protolens.cli import app
 from protolens.cli.common import backend_specs, registry, run_with_bar, with_backend_options
-from protolens.cli.executor import (
-    ADDRESS,
-    EXECUTOR,
-    MAX_IN_FLIGHT,
-    MAX_RETRIES,
-    WORKERS,
-    ExecutorChoice,
-    RayRun,
-    run_job_on_ray,
-)
+from protolens.cli.executor import ExecutorChoice, RayRun, run_job_on_ray, with_executor_options
 from protolens.models.kmeans import LIBRARIES
 from protolens.services.prototypes import (
     PrototypeSummary,
@@ -70,11 +61,7 @@ def build(
     device: str = typer.Option(None, "--device", help="Torch device; default: least busy GPU, else CPU."),
     allow_random: bool = typer.Option(False, "--allow-random-weights",
                                       help="Random backbone weights when none are found (testing only)."),
-    executor: str = EXECUTOR,
-    address: str = ADDRESS,
-    workers: int = WORKERS,
-    max_in_flight: int = MAX_IN_FLIGHT,
-    max_retries: int = MAX_RETRIES,
+    choice: ExecutorChoice = ExecutorChoice(),  # the executor options (with_executor_options)
     **backbone: Any,
 ) -> None:
     """Embed every photo (CLS, short side resized, centre crop) and cluster the embeddings into K prototypes.
@@ -83,7 +70,6 @@ def build(
     With --executor ray the shards (--shard-size photos each) are embedded by Ray workers; K-Means runs here.
     """
     backbone.setdefault("backbone", "")  # no manifest: the service reports the unavailable backend
-    choice = ExecutorChoice(executor, address, workers, max_in_flight, max_retries)
     settings = dict(weights_path=weights, k=k, input_size=input_size, seed=seed, niter=niter, nredo=nredo,
                     batch_size=batch_size, shard_size=shard_size, allow_random_weights=allow_random,
                     library=library, **backbone)
@@ -114,4 +100,4 @@ def _backbone_specs() -> list[Any]:
     return chosen + ([specs["precision"]] if "precision" in specs else [])
 
 
-prototypes_app.command("build")(with_backend_options(build, _backbone_specs()))
+prototypes_app.command("build")(with_backend_options(with_executor_options(build), _backbone_specs()))

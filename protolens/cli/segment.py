@@ -11,16 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from protolens.cli import app
 from protolens.cli.common import params_help, registry
-from protolens.cli.executor import (
-    ADDRESS,
-    EXECUTOR,
-    MAX_IN_FLIGHT,
-    MAX_RETRIES,
-    WORKERS,
-    ExecutorChoice,
-    finish_line,
-    run_job_on_ray,
-)
+from protolens.cli.executor import ExecutorChoice, finish_line, run_job_on_ray, with_executor_options
 from protolens.core.errors import ParamError
 from protolens.core.job_manifest import FILE_NAME
 from protolens.core.params import make_params, params_to_dict, parse_cli_args
@@ -51,6 +42,7 @@ def split_args(specs: list, tokens: list[str]) -> tuple[list[str], list[str]]:
 
 
 @app.command("segment", context_settings=_EXTRA, options_metavar="PATH... [OPTIONS] [BACKEND OPTIONS]")
+@with_executor_options
 def segment(
     ctx: typer.Context,
     backend: str = typer.Option(..., "--backend", "-b", help="Backend id (see `protolens backends`)."),
@@ -66,11 +58,7 @@ def segment(
     device: str = typer.Option(None, "--device", help="Torch device (cpu, cuda:0); default: least busy GPU, else CPU."),
     random_weights: bool = typer.Option(False, "--random-weights", hidden=True,
                                         help="Use random weights when none are found (testing only)."),
-    executor: str = EXECUTOR,
-    address: str = ADDRESS,
-    workers: int = WORKERS,
-    max_in_flight: int = MAX_IN_FLIGHT,
-    max_retries: int = MAX_RETRIES,
+    choice: ExecutorChoice = ExecutorChoice(),  # the executor options (with_executor_options)
 ) -> None:
     """Segment photos and folders: PATH... plus backend options, e.g.
 
@@ -79,7 +67,6 @@ def segment(
     manifest = registry().manifest(backend)
     paths, options = split_args(list(manifest.params), list(ctx.args))
     params = parse_cli_args(manifest.params, options)
-    choice = ExecutorChoice(executor, address, workers, max_in_flight, max_retries)
     run_segment(paths, backend, params, weights=weights, threshold=threshold, semantics=semantics, out=out,
                 device=device, random_weights=random_weights, choice=choice)
 

@@ -16,16 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from protolens.cli import app
 from protolens.cli.common import backend_specs, registry, with_backend_options
-from protolens.cli.executor import (
-    ADDRESS,
-    EXECUTOR,
-    MAX_IN_FLIGHT,
-    MAX_RETRIES,
-    WORKERS,
-    ExecutorChoice,
-    RayRun,
-    run_job_on_ray,
-)
+from protolens.cli.executor import ExecutorChoice, RayRun, run_job_on_ray, with_executor_options
 from protolens.core.errors import ParamError
 from protolens.core.params import make_params
 from protolens.services.batch import skipped_text
@@ -50,11 +41,7 @@ def species(
     allow_random_weights: bool = typer.Option(False, "--allow-random-weights",
                                               help="Random backbone/classifier weights when none are given "
                                                    "(testing only)."),
-    executor: str = EXECUTOR,
-    address: str = ADDRESS,
-    workers: int = WORKERS,
-    max_in_flight: int = MAX_IN_FLIGHT,
-    max_retries: int = MAX_RETRIES,
+    choice: ExecutorChoice = ExecutorChoice(),  # the executor options (with_executor_options)
     **params: Any,
 ) -> None:
     """Species list per quadrat (arXiv 2512.19957): crop mask from the narrow ViT's received attention, K x K
@@ -66,7 +53,6 @@ def species(
     tiling = run_tiling(run, photo_size, crop, crop_input)
     options = SpeciesOptions(**{name: getattr(values, name) for name in SpeciesOptions.__dataclass_fields__})
     grid = f"{tiling.grid[0]}x{tiling.grid[1]}"
-    choice = ExecutorChoice(executor, address, workers, max_in_flight, max_retries)
     if choice.ray:
         _species_on_ray(quadrats, options, run, epoch, out, allow_random_weights, choice, grid)
         return
@@ -116,4 +102,4 @@ def _species_on_ray(quadrats: list[Path], options: SpeciesOptions, run: Path, ep
         raise typer.Exit(1)
 
 
-app.command("species")(with_backend_options(species, backend_specs(BACKEND), panel="Prototype-guided options"))
+app.command("species")(with_backend_options(with_executor_options(species), backend_specs(BACKEND), panel="Prototype-guided options"))

@@ -14,16 +14,7 @@ import typer
 
 from protolens.cli import app
 from protolens.cli.common import backend_specs, registry, with_backend_options
-from protolens.cli.executor import (
-    ADDRESS,
-    EXECUTOR,
-    MAX_IN_FLIGHT,
-    MAX_RETRIES,
-    WORKERS,
-    ExecutorChoice,
-    finish_line,
-    run_job_on_ray,
-)
+from protolens.cli.executor import ExecutorChoice, finish_line, run_job_on_ray, with_executor_options
 from protolens.core.errors import ImageReadError, StoreWriteError
 from protolens.core.imageio import expand_paths
 from protolens.services.batch_jobs import photo_units
@@ -44,15 +35,10 @@ def tokens(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Crops per forward pass (bounds memory)."),
     device: str = typer.Option(None, "--device", help="Torch device; default: least busy GPU, else CPU."),
     random_weights: bool = typer.Option(False, "--random-weights", hidden=True, help="Testing only."),
-    executor: str = EXECUTOR,
-    address: str = ADDRESS,
-    workers: int = WORKERS,
-    max_in_flight: int = MAX_IN_FLIGHT,
-    max_retries: int = MAX_RETRIES,
+    choice: ExecutorChoice = ExecutorChoice(),  # the executor options (with_executor_options)
     **backbone: Any,
 ) -> None:
     """CLS token per crop of each photo (arXiv 2512.19957, step 3), written as (rows, cols, dim) float32 .npy."""
-    choice = ExecutorChoice(executor, address, workers, max_in_flight, max_retries)
     if choice.ray:  # one unit per photo (its crops are the unit's batches), resumable, with a manifest
         units, scan = photo_units(paths)
         job = TokensJob(backbone.get("model", DEFAULT_MODEL), backbone.get("precision", "auto"),
@@ -85,4 +71,4 @@ def _backbone_specs() -> list[Any]:
             if s.name in ("model", "precision")]
 
 
-app.command("tokens")(with_backend_options(tokens, _backbone_specs(), aliases={"model": ("-m",)}))
+app.command("tokens")(with_backend_options(with_executor_options(tokens), _backbone_specs(), aliases={"model": ("-m",)}))
