@@ -158,11 +158,11 @@ def run_job_on_ray(job: BatchJob, units: Sequence[WorkUnit], choice: ExecutorCho
             bar.update(task, completed=tally.done + tally.failed + tally.skipped,
                        stats=f"in flight {tally.in_flight}, failed {tally.failed}, {tally.throughput:.2f}/s")
 
-        started = time.time()
         def on_retry(name: str, worker: str, attempt: int) -> None:
             bar.console.print(f"warning: worker {worker} died while running {name}; resubmitted (attempt {attempt} "
                               f"of {choice.max_retries + 1})", markup=False, highlight=False, soft_wrap=True)
 
+        started = time.time()
         results = run_on_ray(job, todo, manifest, choice.options(), on_result=on_result, on_workers=on_workers,
                              on_retry=on_retry, tally=tally)
     for folder in [*([out_dir] if out_dir is not None else []), *write_dirs]:

@@ -86,3 +86,11 @@ def _write_layers(out_dir: Path, stem: str, layers: Any, document: dict[str, Any
         document["label_map"] = {"file": written[-1].name, "encoding": "uint8 class id, 0 = background",
                                  "classes": list(label_map.classes)}
     return written
+
+
+def exported_files(document: dict[str, Any]) -> list[str]:
+    """The file names (relative to the document's folder) an export document of :func:`export_result` names:
+    mask, heatmap, probability, layer files and the label-map PNG."""
+    entries = [document.get(name) for name in ("mask", "heatmap", "probability", "label_map")]
+    entries += list((document.get("layers") or {}).values())
+    return [str(entry["file"]) for entry in entries if isinstance(entry, dict) and "file" in entry]

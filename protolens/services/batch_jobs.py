@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 from protolens.core.errors import ImageReadError, SidecarError, StoreWriteError
 from protolens.core.hashing import sha256_file
 from protolens.core.imageio import ScanResult, scan_paths
+from protolens.core.result_export import exported_files
 from protolens.core.store import ResultStore
 from protolens.services.batch import export_stems, segment_file
 from protolens.services.segment import Segmenter, SegmentOutcome
@@ -62,15 +63,20 @@ class SpeciesHook:
         from protolens.core.atomic import write_json_atomic
         from protolens.services.species import species_document
 
-        target = Path(self.out_dir) / f"{stem}.species.json"
+        target = self.outputs(stem)[0]
         write_json_atomic(target, species_document(outcome, path.stem, self.options))
         return [target]
+
+    def outputs(self, stem: str) -> list[Path]:
+        """The files this hook writes for a photo of export stem ``stem`` (a resumed job checks they exist)."""
+        return [Path(self.out_dir) / f"{stem}.species.json"]
 
 
 @dataclass
 class SegmentJob:
     """``protolens segment`` (and ``attention``, ``species``) as a batch job; fields as in
-    :func:`protolens.services.batch.segment_paths`. ``on_outcome`` must be picklable (e.g. :class:`SpeciesHook`)."""
+    :func:`protolens.services.batch.segment_paths`. ``on_outcome`` must be picklable and name the files it writes
+    with ``outputs(stem)`` (e.g. :class:`SpeciesHook`)."""
 
     backend_id: str
     params: dict[str, Any]
@@ -127,10 +133,8 @@ class SegmentJob:
             record = self._store().load_record(path, self.key, sha256=sha)
             return record is not None and record.key == self.key and self._same_threshold(
                 record.threshold, record.threshold_semantics)
-        if self.on_outcome is not None and not all(
-                (Path(self.out_dir) / f"{stem}.{suffix}").exists() for suffix in ("species.json",)):
-            return False
-        return self._exported(Path(self.out_dir) / f"{stem}.json", sha)
+        hooked = self.on_outcome.outputs(stem) if self.on_outcome is not None else []
+        return all(p.exists() for p in hooked) and self._exported(Path(self.out_dir) / f"{stem}.json", sha)
 
     def _exported(self, document_path: Path, sha: str) -> bool:
         try:
@@ -140,18 +144,10 @@ class SegmentJob:
                     and self._same_threshold(threshold["value"], threshold["semantics"]))
         except (OSError, ValueError, KeyError, TypeError):
             return False
-        return same and all((document_path.parent / entry["file"]).exists()
-                            for entry in _files(document))
+        return same and all((document_path.parent / name).exists() for name in exported_files(document))
 
     def _same_threshold(self, value: float, semantics: str) -> bool:
         if semantics != self.semantics:
             return False
         return self.threshold is None or abs(float(value) - self.threshold) < 1e-12
 
-
-def _files(document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The file entries an export document names (mask, heatmap, probability, layers, label map)."""
-    entries = [document.get(name) for name in ("mask", "heatmap", "probability", "label_map")]
-    layers = document.get("layers") or {}
-    entries += [entry for entry in layers.values() if isinstance(entry, dict)]
-    return [entry for entry in entries if isinstance(entry, dict) and "file" in entry]

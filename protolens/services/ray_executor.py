@@ -123,7 +123,6 @@ class UnitWorker:
     """The actor body: holds one job's per-worker state (its model) and runs units. Used through Ray only."""
 
     def __init__(self, job: BatchJob, worker_id: str, device: str | None, threads: int) -> None:
-        threads = max(1, threads)
         if "torch" in sys.modules:  # a worker process Ray reused
             sys.modules["torch"].set_num_threads(threads)
         else:  # read when torch is imported (only by backends that need it)
@@ -182,7 +181,8 @@ class _Scheduler:
         record = self.manifest.units[unit.name]
         record.attempts += 1
 
-    def collect(self, ref: Any, queue: deque[tuple[WorkUnit, int | None]]) -> None:
+    def collect(self, ref: Any, queue: deque[tuple[WorkUnit, int | None]]) -> UnitResult | None:
+        """The finished unit's result; None when its worker died and the unit went back to the queue."""
         unit, index = self.in_flight.pop(ref)
         self.load[index] -= 1
         try:
@@ -195,21 +195,17 @@ class _Scheduler:
                 queue.appendleft((unit, index))
                 if self.on_retry is not None:
                     self.on_retry(unit.name, f"w{index}", record.attempts + 1)
-                return
+                return None
             result = UnitResult(unit.name, False, error=f"{unit.name}: its worker died {record.attempts} times "
                                                        f"({type(exc).__name__})")
         except self.ray.exceptions.RayTaskError as exc:
             raise _task_error(exc) from None
-        self._finish(result)
-
-    def _finish(self, result: UnitResult) -> None:
-        if result.ok:
-            self.tally.done += 1
-        else:
-            self.tally.failed += 1
+        self.tally.done += result.ok
+        self.tally.failed += not result.ok
         self.manifest.record(result.name, state="done" if result.ok else "failed", worker=result.worker,
                              error=result.error, outputs=list(result.outputs), seconds=round(result.seconds, 4))
         self.results.append(result)
+        return result
 
     def run(self, units: Sequence[WorkUnit], started: float) -> list[UnitResult]:
         queue: deque[tuple[WorkUnit, int | None]] = deque((unit, None) for unit in units)
@@ -218,13 +214,11 @@ class _Scheduler:
                 self.submit(*queue.popleft())
             ready, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=1.0)
             for ref in ready:
-                self.collect(ref, queue)
+                result = self.collect(ref, queue)
                 self.tally.in_flight = len(self.in_flight)
                 self.tally.seconds = time.perf_counter() - started
-                if self.on_result is not None and self.results:
-                    self.on_result(self.results[-1], self.tally)
-            self.tally.in_flight = len(self.in_flight)
-            self.tally.seconds = time.perf_counter() - started
+                if result is not None and self.on_result is not None:
+                    self.on_result(result, self.tally)
             self.manifest.flush()
         return self.results
 

@@ -207,11 +207,13 @@ def test_a_killed_worker_loses_nothing_and_duplicates_nothing(fresh_caches, tmp_
     manifest = new_manifest(job, units, out)
     pids: dict[str, int] = {}
     killed: list[int] = []
+    reported: list[str] = []
 
     def on_workers(infos):
         pids.update({info["id"]: info["pid"] for info in infos})
 
     def on_result(result, tally):
+        reported.append(result.name)
         if not killed:  # kill the worker that has not finished a photo yet: it is mid-photo, with more queued
             victim = next(pid for worker, pid in pids.items() if worker != result.worker)
             os.kill(victim, signal.SIGKILL)
@@ -227,6 +229,7 @@ def test_a_killed_worker_loses_nothing_and_duplicates_nothing(fresh_caches, tmp_
         tmp.unlink()
     assert output_names(out) == expected_files(Path(u.name).stem for u in units)  # each once, no name-2
     assert sorted(r.name for r in results) == sorted(u.name for u in units) and all(r.ok for r in results)
+    assert sorted(reported) == sorted(u.name for u in units)  # each photo reported once, retried ones too
     document = read_manifest(out)
     counts = document["counts"]
     assert (counts["done"], counts["failed"], counts["pending"]) == (8, 0, 0) and counts["retried"] >= 1
