@@ -4,7 +4,6 @@ one-line message when Ray is missing or the options do not go together."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -16,9 +15,9 @@ from protolens.cli import _register, app
 from protolens.core.job_manifest import FILE_NAME
 from protolens.services.ray_executor import INSTALL_HINT
 from tests.cli.conftest import run_cli
+from tests.ray_support import private_ray, without_stamps
 
 QUADRATS = Path(__file__).resolve().parents[2] / "resources" / "samples" / "quadrats"
-STAMPS = ("created", "exported")
 
 try:
     import ray as _ray  # noqa: F401
@@ -31,37 +30,15 @@ needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (pip i
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
-    """One private Ray instance for the module (the CLI reuses a running one); its workers get a heatmap
-    cache of their own through the environment they inherit at ``ray.init``."""
-    from protolens.services.ray_executor import start_local_ray
-
-    names = ("PROTOLENS_CACHE_DIR", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ["PROTOLENS_CACHE_DIR"] = str(tmp_path_factory.mktemp("cli-ray-worker-cache"))
-    try:
-        ray = start_local_ray(num_cpus=2)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    yield ray
-    ray.shutdown()
+    """One private Ray instance for the module (the CLI reuses a running one), its workers with their own cache."""
+    with private_ray(tmp_path_factory.mktemp("cli-ray-worker-cache")) as ray:
+        yield ray
 
 
 @pytest.fixture
 def local_cache(tmp_path, monkeypatch):
     """Local runs of this process use a cache of their own, never the Ray workers'."""
     monkeypatch.setenv("PROTOLENS_CACHE_DIR", str(tmp_path / "local-cache"))
-
-
-def without_stamps(value):
-    if isinstance(value, dict):
-        return {key: without_stamps(item) for key, item in value.items() if key not in STAMPS}
-    if isinstance(value, list):
-        return [without_stamps(item) for item in value]
-    return value
 
 
 def last_line(text: str) -> str:

@@ -28,35 +28,20 @@ from protolens.services.segment import Segmenter
 pytest.importorskip("ray")
 
 from protolens.cli.executor import ExecutorChoice, run_job_on_ray  # noqa: E402
-from protolens.services.ray_executor import RayOptions, run_on_ray, start_local_ray  # noqa: E402
+from protolens.services.ray_executor import RayOptions, run_on_ray  # noqa: E402
+from tests.ray_support import private_ray, without_stamps  # noqa: E402
 
 QUADRATS = Path(__file__).resolve().parents[2] / "resources" / "samples" / "quadrats"
-STAMPS = ("created", "exported")
 VIT = {"model": "vit_small_patch16_224.dino", "long_side": 224}
 
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
-    """One private Ray instance for the module. Its workers inherit the environment of ``ray.init``: their
-    heatmap cache is a folder of their own (emptied before each test), never the local runs' cache."""
+    """One private Ray instance for the module. Its workers' heatmap cache is a folder of their own (emptied
+    before each test), never the local runs' cache."""
     worker_cache = tmp_path_factory.mktemp("ray-worker-cache")
-    names = ("PROTOLENS_CACHE_DIR", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ["PROTOLENS_CACHE_DIR"] = str(worker_cache)
-    try:
-        ray = start_local_ray(num_cpus=2)
-    finally:
-        _restore(saved)
-    yield SimpleNamespace(ray=ray, cache=worker_cache)
-    ray.shutdown()
-
-
-def _restore(saved: dict[str, str | None]) -> None:
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with private_ray(worker_cache) as ray:
+        yield SimpleNamespace(ray=ray, cache=worker_cache)
 
 
 @pytest.fixture
@@ -80,14 +65,6 @@ def run_local(paths, out: Path, backend: str, params: dict, **options):
 
 def new_manifest(job: SegmentJob, units, out: Path) -> JobManifest:
     return JobManifest(manifest_path(job.command, out), job.command, "ray", "local", [u.name for u in units])
-
-
-def without_stamps(value):
-    if isinstance(value, dict):
-        return {key: without_stamps(item) for key, item in value.items() if key not in STAMPS}
-    if isinstance(value, list):
-        return [without_stamps(item) for item in value]
-    return value
 
 
 def output_names(folder: Path) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import numpy as np
@@ -14,6 +13,7 @@ from protolens.core.job_manifest import FILE_NAME
 from protolens.core.species import read_species_csv
 from protolens.services.prototypes import load_prototypes
 from tests.cli.conftest import run_cli
+from tests.ray_support import private_ray
 from tests.services.test_species_service import make_options, make_run
 
 pytest.importorskip("ray")
@@ -24,18 +24,9 @@ RAY = ("--executor", "ray", "--workers", "2")
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance(tmp_path_factory):
-    """One private local Ray instance (127.0.0.1) for the module; workers inherit the cache folder."""
-    from protolens.services.ray_executor import start_local_ray
-
-    previous = os.environ.get("PROTOLENS_CACHE_DIR")
-    os.environ["PROTOLENS_CACHE_DIR"] = str(tmp_path_factory.mktemp("ray-cache"))
-    ray = start_local_ray(num_cpus=2)
-    yield ray
-    ray.shutdown()
-    if previous is None:
-        os.environ.pop("PROTOLENS_CACHE_DIR", None)
-    else:
-        os.environ["PROTOLENS_CACHE_DIR"] = previous
+    """One private local Ray instance (127.0.0.1) for the module; workers use a cache folder of their own."""
+    with private_ray(tmp_path_factory.mktemp("ray-cache")) as ray:
+        yield ray
 
 
 def _forget_cached_features() -> None:
