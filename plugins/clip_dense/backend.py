@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -93,12 +92,8 @@ class ClipDense(Backend):
     """Text-prompted class maps from a dense CLIP (SCLIP / MaskCLIP / ClearCLIP last block)."""
 
     # --- weights ---------------------------------------------------------------------------------
-    def _weights(self, params: Any, ctx: RunContext) -> tuple[Path | None, str, str]:
-        """(path or None for random init, weights id, sha256)."""
-        return self.catalogue_weights(params, ctx)
-
     def weights_identity(self, params: Any, ctx: RunContext) -> tuple[str, str]:
-        _, weights_id, sha = self._weights(params, ctx)
+        _, weights_id, sha = self.catalogue_weights(params, ctx)
         return weights_id, sha
 
     def prepare(self, params: Any, ctx: RunContext) -> None:
@@ -117,12 +112,8 @@ class ClipDense(Backend):
         CheckpointError
             Weights that do not fit the model.
         """
-        return self._model(params, ctx)[0]
-
-    def _model(self, params: Any, ctx: RunContext) -> tuple[Any, str]:
-        path, _, sha = self._weights(params, ctx)
-        model = api.load_clip(params.model, path, ctx.device, weights_key=sha if path is not None else None)
-        return model, sha
+        path, _, sha = self.catalogue_weights(params, ctx)
+        return api.load_clip(params.model, path, ctx.device, weights_key=sha if path is not None else None)
 
     # --- run -------------------------------------------------------------------------------------
     def _text_cache(self, ctx: RunContext) -> DiskCache | None:
@@ -132,7 +123,7 @@ class ClipDense(Backend):
         prompts = class_prompts(params)
         check_windows(params)
         yield Progress(0.0, f"loading {params.model}")
-        model, _ = self._model(params, ctx)
+        model = self.load_model(params, ctx)
         dtype = params.precision if params.precision != "auto" else ctx.resolved_dtype()
         texts, text_info = yield from self._texts(model, prompts, ctx)
         features = yield from api.dense_patch_features(

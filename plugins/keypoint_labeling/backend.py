@@ -174,16 +174,18 @@ class KeypointLabeling(Backend):
         CheckpointError
             Weights that do not fit the model.
         """
-        bank = self.bank(params)
+        return self._model(self.bank(params), ctx)[0]
+
+    def _model(self, bank: BankCache, ctx: RunContext) -> tuple[Any, str]:
+        """(the bank's ViT on ``ctx.device``, its weights' sha256); see :meth:`load_model`."""
         path, _, sha = self._weights(bank, ctx)
-        return api.load_vit(bank.model, path, ctx.device, weights_key=sha if path is not None else None)
+        return api.load_vit(bank.model, path, ctx.device, weights_key=sha if path is not None else None), sha
 
     # --- run ---------------------------------------------------------------------------------------
     def run(self, image: np.ndarray, params: Any, ctx: RunContext) -> Generator[Progress, None, BackendResult]:
         bank = self.bank(params)
         yield Progress(0.0, f"loading {bank.model} (bank {bank.root.name}: {len(bank.images)} images)")
-        path, _, sha = self._weights(bank, ctx)
-        model = api.load_vit(bank.model, path, ctx.device, weights_key=sha if path is not None else None)
+        model, sha = self._model(bank, ctx)
         dtype = params.precision if params.precision != "auto" else ctx.resolved_dtype()
         explanation = yield from api.explain_image(
             model, image, bank, k=params.k, segments=params.segments, n_segments=params.n_segments,

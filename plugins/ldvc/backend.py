@@ -34,7 +34,7 @@ info
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,7 @@ def read_ldvc_run(weights_path: Path | None) -> LdvcRun:
     if record.sha256 and record.sha256 != sha:
         raise CheckpointError(f"{record.checkpoint}: its SHA-256 differs from the one recorded in "
                               f"{run.meta_path(record.epoch).name} (rewritten or damaged)")
-    return LdvcRun(run, record, sha, classes, info.seen, info.unseen, info.input_size, info.clip, info.ldvc)
+    return replace(info, sha256=sha)
 
 
 def clip_file(info: LdvcRun, params: Any, allow_random: bool) -> tuple[Path | None, str]:

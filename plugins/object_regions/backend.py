@@ -33,8 +33,8 @@ import numpy as np
 
 from protolens.core.cache import DiskCache, MemoryCache
 from protolens.core.jobs import Progress
-from protolens.core.regions import partition, refine, regions_layer, working_size
-from protolens.core.types import BackendResult, Heatmap
+from protolens.core.regions import partition, refine, regions_layer
+from protolens.core.types import BackendResult, Heatmap, fit_grid
 from protolens.models import api
 from protolens.models.api import Backend, RunContext
 
@@ -50,16 +50,10 @@ class ObjectRegions(Backend):
 
     def __init__(self) -> None:
         self._memory: MemoryCache[np.ndarray] = MemoryCache(16, max_bytes=MEMORY_BYTES, size_of=lambda a: a.nbytes)
-        self.forward_passes = 0
-        """Forward passes run by this instance (tests and the GUI check that reruns hit the cache)."""
 
     # --- weights and model -----------------------------------------------------------------------
-    def _weights(self, params: Any, ctx: RunContext) -> tuple[Path | None, str, str]:
-        """(path or None for random init, weights id, sha256)."""
-        return self.catalogue_weights(params, ctx)
-
     def weights_identity(self, params: Any, ctx: RunContext) -> tuple[str, str]:
-        _, weights_id, sha = self._weights(params, ctx)
+        _, weights_id, sha = self.catalogue_weights(params, ctx)
         return weights_id, sha
 
     def prepare(self, params: Any, ctx: RunContext) -> None:
@@ -70,7 +64,7 @@ class ObjectRegions(Backend):
 
         Raises WeightsNotFoundError (no weights and random weights not allowed) or CheckpointError.
         """
-        path, _, sha = self._weights(params, ctx)
+        path, _, sha = self.catalogue_weights(params, ctx)
         return api.load_vit(params.model, path, ctx.device, weights_key=sha if path is not None else None)
 
     # --- feature cache ---------------------------------------------------------------------------
@@ -78,7 +72,7 @@ class ObjectRegions(Backend):
         """The feature-cache key for a photo (None without an image id: nothing is cached)."""
         if image_id is None:
             return None
-        _, _, sha = self._weights(params, ctx)
+        _, _, sha = self.catalogue_weights(params, ctx)
         return api.region_features_key(image_id, params.model, sha, params.long_side, params.precision)
 
     def cached_features(self, key: str | None, cache_dir: Path | None) -> np.ndarray | None:
@@ -105,7 +99,6 @@ class ObjectRegions(Backend):
         """Run the model once: (rows, cols, d) float32 patch tokens of ``image`` (no cache)."""
         model = self.load_model(params, ctx)
         dtype = params.precision if params.precision != "auto" else ctx.resolved_dtype()
-        self.forward_passes += 1
         return api.patch_tokens(model, image, long_side=params.long_side, device=ctx.device, dtype=dtype,
                                 cancel=ctx.cancel)
 
@@ -134,7 +127,7 @@ class ObjectRegions(Backend):
         heat = Heatmap(ids.astype(np.float32) / max(n - 1, 1), size, interpolation="nearest")
         rows, cols = coarse.shape
         refinement = (f"guided filter (cv2.ximgproc), radius half a patch, eps {GUIDED_EPS}, working size "
-                      f"{list(working_size(size, params.max_side))}, borders moved <= one patch") if params.refine \
+                      f"{list(fit_grid(size, params.max_side))}, borders moved <= one patch") if params.refine \
             else "none (patch grid)"
         info = {"regions": n, "seed": params.seed, "spatial": params.spatial, "iterations": params.iterations,
                 "grid": [rows, cols], "feature_dim": int(shape[2]), "model": params.model,

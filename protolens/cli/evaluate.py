@@ -9,6 +9,7 @@ import typer
 
 from protolens.cli import app
 from protolens.core.atomic import write_json_atomic
+from protolens.core.segments import SEGMENT_SOURCES
 from protolens.core.species import SpeciesEvaluation, evaluate_species, read_species_csv, write_per_quadrat
 
 evaluate_app = typer.Typer(name="evaluate", no_args_is_help=True, add_completion=False,
@@ -70,7 +71,7 @@ def keypoints(
     bank: Path = typer.Option(..., "--bank", help="A built prototype bank folder (`protolens bank build DIR`)."),
     test: Path = typer.Option(..., "--test", help="Test photos: DIR/<class>/... (the bank folder layout)."),
     k: int = typer.Option(5, "--k", min=1, help="Prototypes retrieved by CLS cosine."),
-    segments: str = typer.Option("cosegment", "--segments", metavar="[cosegment|slic|bank]",
+    segments: str = typer.Option("cosegment", "--segments", metavar="[" + "|".join(SEGMENT_SOURCES) + "]",
                                  help="Segment source (see `protolens explain --help`)."),
     n_segments: int = typer.Option(10, "--n-segments", min=1, help="SLIC superpixels per image."),
     label_consistent: bool = typer.Option(False, "--label-consistent/--no-label-consistent",

@@ -14,7 +14,7 @@ import typer
 
 from protolens.cli import app
 from protolens.cli.common import run_with_bar
-from protolens.core.explanation import Explanation
+from protolens.core.explanation import FACETS, Explanation
 from protolens.core.segments import SEGMENT_SOURCES
 from protolens.services.segment import Segmenter
 
@@ -50,7 +50,7 @@ def explain_command(
                                                         "segment matches."),
     n_pairs: int = typer.Option(10, "--n-pairs", min=1, help="Pixel correspondences per prototype."),
     layer: int = typer.Option(9, "--layer", help="Pixel mode: block whose facet gives the descriptors (Amir: 9)."),
-    facet: str = typer.Option("key", "--facet", metavar="[key|query|value|token]",
+    facet: str = typer.Option("key", "--facet", metavar="[" + "|".join(FACETS) + "]",
                               help="Pixel mode: key, query, value (the attention projections, heads concatenated) "
                                    "or token (the block's output)."),
     log_bin: bool = typer.Option(True, "--bin/--no-bin", help="Pixel mode: log-binned descriptors (17 bins)."),

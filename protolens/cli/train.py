@@ -87,10 +87,7 @@ def prototype_vit(
     completed epochs.
     """
     tiling = Tiling.parse(photo_size, crop, crop_input)
-    run = RunFolder(out)
-    latest = run.latest()
-    if latest is not None:
-        typer.echo(f"resuming {out} after epoch {latest.epoch} ({latest.steps} optimizer updates)", err=True)
+    run, resumed = _open_run(out)
     segmenter = Segmenter(registry(), device=device)
     cancel = CancelToken()
     generator = train_prototype_vit(
@@ -98,13 +95,22 @@ def prototype_vit(
         weights_path=weights, depth=depth, heads=heads, width=width, lr=lr, accumulation=accumulation,
         warmup_steps=warmup, seed=seed, probe=probe, threshold=threshold, precision=backbone.get("precision", "auto"),
         allow_random_weights=allow_random, cancel=cancel)
-    summary = _with_progress(generator, run, latest.epoch if latest else 0, cancel=cancel)
+    summary = _with_progress(generator, run, resumed, cancel=cancel)
     for path, reason in summary.skipped:
         typer.echo(f"skipped: {path}: {reason}", err=True)
     trained = _trained(summary)
     typer.echo(f"protolens train prototype-vit: {trained}; epoch {summary.epoch}/{epochs}, {summary.steps} optimizer "
                f"updates, loss {_number(summary.loss)} -> {summary.checkpoint} "
                f"(checkpoints epoch_###.safetensors in {out})")
+
+
+def _open_run(out: Path) -> tuple[RunFolder, int]:
+    """The run folder ``out`` and its last completed epoch (0 for a new run), saying when a rerun resumes it."""
+    run = RunFolder(out)
+    latest = run.latest()
+    if latest is not None:
+        typer.echo(f"resuming {out} after epoch {latest.epoch} ({latest.steps} optimizer updates)", err=True)
+    return run, latest.epoch if latest else 0
 
 
 def _with_progress(generator: Any, run: RunFolder, resumed: int, phase: str = PHASE_TOKENS,
@@ -179,11 +185,6 @@ _LDVC_INDICATORS = (("miou", "mIoU"), ("miou_seen", "seen"), ("miou_unseen", "un
                     ("pixel_accuracy", "pixel acc"))
 
 
-def ldvc_epoch_line(record: dict[str, Any], run: RunFolder) -> str:
-    """``epoch 2: loss 0.41, mIoU 0.52, seen 0.6, unseen 0.31, hIoU 0.41, pixel acc 0.83 -> RUN/epoch_002...``."""
-    return epoch_line(record, run, _LDVC_INDICATORS)
-
-
 def ldvc(
     data: Path = typer.Option(..., "--data", help="VOC-style folder (JPEGImages/, SegmentationClass/) or a protolens "
                                                   "photo folder with corrected masks."),
@@ -226,10 +227,7 @@ def ldvc(
     """
     from protolens.services.ldvc_training import PHASE_DATA, train_ldvc
 
-    run = RunFolder(out)
-    latest = run.latest()
-    if latest is not None:
-        typer.echo(f"resuming {out} after epoch {latest.epoch} ({latest.steps} optimizer updates)", err=True)
+    run, resumed = _open_run(out)
     cancel = CancelToken()
     generator = train_ldvc(
         Segmenter(registry(), device=device), data, seen=seen, unseen=unseen, epochs=epochs, out=out,
@@ -238,7 +236,7 @@ def ldvc(
         allow_random_weights=allow_random, cancel=cancel,
         arch={"dim": decoder_dim, "layers": layers, "heads": heads, "windows": windows, "top_k": top_k,
               "prompt_tokens": prompt_tokens})
-    summary = _with_progress(generator, run, latest.epoch if latest else 0, PHASE_DATA, _LDVC_INDICATORS, cancel)
+    summary = _with_progress(generator, run, resumed, PHASE_DATA, _LDVC_INDICATORS, cancel)
     for name, reason in summary.skipped:
         typer.echo(f"skipped: {name}: {reason}", err=True)
     trained = _trained(summary)
@@ -280,16 +278,13 @@ def patch_selector(
     """
     from protolens.services.patch_selector_training import PHASE_TARGETS, train_patch_selector
 
-    run = RunFolder(out)
-    latest = run.latest()
-    if latest is not None:
-        typer.echo(f"resuming {out} after epoch {latest.epoch} ({latest.steps} optimizer updates)", err=True)
+    run, resumed = _open_run(out)
     cancel = CancelToken()
     generator = train_patch_selector(
         Segmenter(registry(), device=device), images, out, epochs=epochs, model=model, keep=keep,
         input_size=input_size, weights_path=weights, lr=lr, accumulation=accumulation, seed=seed,
         val_fraction=val_fraction, precision=precision, allow_random_weights=allow_random, cancel=cancel)
-    summary = _with_progress(generator, run, latest.epoch if latest else 0, PHASE_TARGETS,
+    summary = _with_progress(generator, run, resumed, PHASE_TARGETS,
                              (("agreement_iou", "agreement IoU"),), cancel, epochs_to_stdout=True)
     typer.echo(f"protolens train patch-selector: epoch {summary.epoch}/{epochs}, {summary.steps} optimizer updates, "
                f"loss {_number(summary.loss)}, agreement IoU {_number(summary.indicators.get('agreement_iou'))} "

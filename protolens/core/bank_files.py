@@ -447,21 +447,34 @@ class BankCache:
         locations = read_part_locations(locs_file)
         return {Path(rel).as_posix(): locations.get(image_id, []) for image_id, rel in paths.items()}
 
+    def part_mask_segments(self, path: str | Path, image_size: tuple[int, int]) -> Segments | None:
+        """The parts of ``<stem>.parts.png`` beside the photo ``path`` as Segments (source ``"bank"``), or None
+        without that file.
+
+        One segment per part of ``parts.txt``, names ``part v`` beyond it
+        (:func:`protolens.core.segments.part_map_segments`); a mask of another size than ``image_size``
+        (height, width) is resized (nearest). Raises ImageReadError (part mask) or ParamError (bad parts.txt).
+        """
+        path = Path(path)
+        parts_file = path.with_name(path.stem + PARTS_SUFFIX)
+        if not parts_file.is_file():
+            return None
+        ids = read_part_mask(parts_file, image_size)
+        names = _part_names_for(self.annotation_part_names, int(ids.max(initial=0)))
+        return part_map_segments(ids, names, source="bank")
+
     def annotation_segments(self, index: int, mask: np.ndarray | None = None) -> Segments | None:
         """The annotated parts of image ``index`` as Segments (source ``"bank"``), or None without annotations.
 
-        ``<stem>.parts.png`` first (one segment per part of ``parts.txt``, names ``part v`` beyond it;
-        :func:`protolens.core.segments.part_map_segments`), else the visible CUB part locations of the image in
+        ``<stem>.parts.png`` first (:meth:`part_mask_segments`), else the visible CUB part locations of the image in
         ``images.txt`` / ``part_locs.txt`` (each pixel of ``mask`` to its nearest visible point;
         :func:`protolens.core.segments.part_location_segments`). ``mask`` (height, width) bool defaults to
         :meth:`object_mask`. Raises ImageReadError (part mask) or ParamError (malformed CUB files).
         """
         image = self.images[index]
-        parts_file = image.path.with_name(image.path.stem + PARTS_SUFFIX)
-        if parts_file.is_file():
-            ids = read_part_mask(parts_file, image.image_size)
-            names = _part_names_for(self.annotation_part_names, int(ids.max(initial=0)))
-            return part_map_segments(ids, names, source="bank")
+        drawn = self.part_mask_segments(image.path, image.image_size)
+        if drawn is not None:
+            return drawn
         visible = [(p, x, y) for p, x, y, seen in self._part_locations.get(image.rel, []) if seen]
         if not visible:
             return None

@@ -25,6 +25,9 @@ from protolens.core.segments import Segments
 
 SCHEMA = "protolens.explanation/1"
 COORDINATES = "x, y in photo pixels of the image the point lies in; origin top-left"
+FACETS = ("key", "query", "value", "token")
+"""Descriptor facets of the pixel correspondences (Amir et al., arXiv 2112.05814 §3;
+:func:`protolens.models.descriptors.facet_descriptors`)."""
 
 
 def _xy(value: Any) -> list[float]:

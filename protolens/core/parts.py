@@ -46,6 +46,27 @@ def _int(path: str | Path, number: int, text: str, what: str) -> int:
         raise _bad(path, number, f"{what} {text!r} is not an integer") from None
 
 
+def _keyed_text(path: str | Path, key: str, value: str, minimum: int | None = None) -> dict[int, str]:
+    """``<key> <value>`` lines (the value may contain spaces) as key -> value, in file order.
+
+    ParamError naming the line for a line without a value, a non-integer key, a key below ``minimum`` or a key
+    that appears twice.
+    """
+    what = key.replace("_", " ")
+    found: dict[int, str] = {}
+    for number, line in _lines(path):
+        fields = line.split(maxsplit=1)
+        if len(fields) != 2:
+            raise _bad(path, number, f"expected '<{key}> <{value}>'")
+        ident = _int(path, number, fields[0], what)
+        if minimum is not None and ident < minimum:
+            raise _bad(path, number, f"{what} {ident} must be >= {minimum}")
+        if ident in found:
+            raise _bad(path, number, f"{what} {ident} appears twice")
+        found[ident] = fields[1].strip()
+    return found
+
+
 def read_part_names(path: str | Path) -> list[str]:
     """Part names of a CUB ``parts.txt`` (``<part_id> <name>`` per line), in part id order.
 
@@ -60,17 +81,7 @@ def read_part_names(path: str | Path) -> list[str]:
         Unreadable file, a line without a name, a non-integer or duplicate id, or ids that are not 1..P
         (the message names the file and, for a bad line, its number).
     """
-    names: dict[int, str] = {}
-    for number, line in _lines(path):
-        fields = line.split(maxsplit=1)
-        if len(fields) != 2:
-            raise _bad(path, number, "expected '<part_id> <name>'")
-        part_id = _int(path, number, fields[0], "part id")
-        if part_id < 1:
-            raise _bad(path, number, f"part id {part_id} must be >= 1")
-        if part_id in names:
-            raise _bad(path, number, f"part id {part_id} appears twice")
-        names[part_id] = fields[1].strip()
+    names = _keyed_text(path, "part_id", "name", minimum=1)
     missing = sorted(set(range(1, len(names) + 1)) - set(names))
     if missing:
         raise ParamError(f"{Path(path)}: part ids must be 1..{len(names)}; missing {missing[:5]}")
@@ -90,16 +101,7 @@ def read_image_ids(path: str | Path) -> dict[int, str]:
     ParamError
         Unreadable file, a line without a path, a non-integer or duplicate id.
     """
-    images: dict[int, str] = {}
-    for number, line in _lines(path):
-        fields = line.split(maxsplit=1)
-        if len(fields) != 2:
-            raise _bad(path, number, "expected '<image_id> <relative path>'")
-        image_id = _int(path, number, fields[0], "image id")
-        if image_id in images:
-            raise _bad(path, number, f"image id {image_id} appears twice")
-        images[image_id] = fields[1].strip()
-    return images
+    return _keyed_text(path, "image_id", "relative path")
 
 
 def _visible(path: str | Path, number: int, text: str) -> bool:

@@ -26,6 +26,7 @@ import numpy as np
 
 from protolens.core.errors import ParamError
 from protolens.core.layers import Regions
+from protolens.core.types import fit_grid
 
 MAX_REGIONS = 256
 """Most regions :func:`partition` and :func:`refine` accept (``cv2.resize`` handles up to 512 channels)."""
@@ -163,13 +164,6 @@ def partition(features: np.ndarray, n_regions: int, *, seed: int = 0, spatial: f
     return ids.reshape(rows, cols).astype(np.int32)
 
 
-def working_size(image_size: tuple[int, int], max_side: int) -> tuple[int, int]:
-    """(height, width) of the photo scaled so its longer side is at most ``max_side`` (aspect kept, never up)."""
-    height, width = int(image_size[0]), int(image_size[1])
-    scale = min(1.0, max_side / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
 def upsample_nearest(ids: np.ndarray, height: int, width: int) -> np.ndarray:
     """(rows, cols) int32 ids -> (height, width) by nearest neighbour (``cv2.INTER_NEAREST``, as the layers do)."""
     if ids.shape == (height, width):
@@ -207,7 +201,8 @@ class RefineGuide:
     image_size : tuple of int
         (height, width) of the photo.
     size : tuple of int
-        (height, width) of the working size (:func:`working_size`).
+        (height, width) of the working size (:func:`~protolens.core.types.fit_grid` of the photo and
+        ``max_side``).
     guide : numpy.ndarray
         (h', w', 3) float32 RGB in [0, 1].
     """
@@ -237,7 +232,7 @@ def refine_guide(image: np.ndarray, max_side: int = 1024) -> RefineGuide:
         raise ParamError(f"refine needs an (h, w, 3) photo, got shape {image.shape}")
     if max_side < 1:
         raise ParamError("refine: max_side must be positive")
-    height, width = working_size(image.shape[:2], max_side)
+    height, width = fit_grid(image.shape[:2], max_side)
     small = image if image.shape[:2] == (height, width) else cv2.resize(
         image, (width, height), interpolation=cv2.INTER_AREA)
     guide = small.astype(np.float32) * np.float32(1.0 / 255.0)
@@ -270,7 +265,7 @@ def refine(ids: np.ndarray, image: np.ndarray, n_regions: int, *, radius: int | 
     Returns
     -------
     numpy.ndarray
-        (h', w') int32 ids at the working size (:func:`working_size`).
+        (h', w') int32 ids at the working size (``fit_grid(photo size, max_side)``).
 
     Raises
     ------

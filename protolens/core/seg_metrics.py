@@ -248,7 +248,7 @@ def evaluate_segmentation(confusion: np.ndarray, classes: Sequence[str], seen: S
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
     seen_ids, unseen_ids = _split_ids(seen, unseen, n)
-    split = bool(seen_ids or unseen_ids) or seen is not None or unseen is not None
+    split = seen is not None or unseen is not None
     miou_seen = _nanmean(iou[seen_ids]) if split else None
     miou_unseen = _nanmean(iou[unseen_ids]) if split else None
     total = int(confusion.sum())

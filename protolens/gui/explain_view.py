@@ -47,14 +47,13 @@ from PySide6.QtWidgets import (
 )
 
 from protolens.core.errors import Cancelled, ProtolensError
+from protolens.core.explanation import FACETS
 from protolens.core.imageio import read_image
 from protolens.core.jobs import CancelToken
 from protolens.core.segments import SEGMENT_SOURCES, label_map_segments
 from protolens.gui.explain_scene import ExplainScene
 from protolens.gui.vote_chart import VoteChart
 
-FACETS = ("key", "query", "value", "token")
-"""Descriptor facets of the pixel correspondences (Amir et al., arXiv 2112.05814 §3)."""
 PROTOTYPE_SIDE = 480
 QUERY_SIDE = 1024
 _photo_memo: LRUCache = LRUCache(maxsize=64)

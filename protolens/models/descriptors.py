@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from protolens.core.errors import ParamError
-from protolens.core.explanation import Correspondence
+from protolens.core.explanation import FACETS, Correspondence
 from protolens.core.jobs import CancelToken, Progress
 from protolens.core.matching import best_buddies, l2_normalise
 from protolens.models.dense import check_input_size, cls_saliency, model_inputs
@@ -35,9 +35,6 @@ from protolens.models.kmeans import kmeans
 from protolens.models.vit.capture import QKCapture
 from protolens.models.vit.engine import run_batches
 from protolens.models.vit.families import family_info, family_of, forward_tokens
-
-FACETS = ("key", "query", "value", "token")
-"""Facets of :func:`facet_descriptors` (Amir et al. §3)."""
 
 _STRIDED: weakref.WeakKeyDictionary[nn.Module, dict[int, nn.Module]] = weakref.WeakKeyDictionary()
 _STRIDED_LOCK = threading.Lock()
@@ -110,6 +107,11 @@ def _make_dynamic(model: nn.Module) -> None:
         model.dynamic_img_size = True
 
 
+def resolve_stride(model: nn.Module, stride: int) -> int:
+    """The patch-embedding stride ``stride`` stands for: itself, or half the model's patch size when 0."""
+    return int(stride) or max(1, family_info(model).patch_size // 2)
+
+
 def strided_model(model: nn.Module, stride: int) -> nn.Module:
     """A copy of a timm ViT whose patch embedding runs with ``stride`` (Amir et al., arXiv 2112.05814, §3).
 
@@ -136,7 +138,7 @@ def strided_model(model: nn.Module, stride: int) -> nn.Module:
         The stride does not divide the patch size, or the model is not a timm ViT and stride != patch.
     """
     patch = family_info(model).patch_size
-    stride = int(stride) or max(1, patch // 2)
+    stride = resolve_stride(model, stride)
     if stride < 1 or stride > patch or patch % stride:
         raise ParamError(f"stride {stride} must divide the patch size {patch} (e.g. {patch // 2} or {patch})")
     if stride == patch:
@@ -315,7 +317,7 @@ def facet_descriptors(model: nn.Module, images: Sequence[np.ndarray], *, layer: 
     info = family_info(model)
     layer, saliency_block = _check_options(model, layer, facet, saliency_block)
     check_input_size(input_size, info.patch_size)
-    stride = int(stride) or max(1, info.patch_size // 2)
+    stride = resolve_stride(model, stride)
     strided = strided_model(model, stride)
     rows, cols = token_grid(input_size, info.patch_size, stride)
     if info.family == "timm":
@@ -413,9 +415,10 @@ def find_correspondences(d1: Descriptors, d2: Descriptors, *, n_pairs: int = 10,
     buddies = best_buddies(a, b)
     s1, s2 = d1.saliency.reshape(-1)[buddies.a], d2.saliency.reshape(-1)[buddies.b]
     keep = np.flatnonzero((s1 > saliency_threshold) & (s2 > saliency_threshold))
-    mean_saliency = ((s1[keep] + s2[keep]) / 2).astype(np.float32)
-    chosen = keep[_select_pairs(a[buddies.a[keep]], b[buddies.b[keep]], mean_saliency, n_pairs, seed)]
-    pair_saliency = ((d1.saliency.reshape(-1)[buddies.a[chosen]] + d2.saliency.reshape(-1)[buddies.b[chosen]]) / 2)
+    mean_saliency = (s1[keep] + s2[keep]) / 2
+    selected = _select_pairs(a[buddies.a[keep]], b[buddies.b[keep]], mean_saliency.astype(np.float32), n_pairs,
+                             seed)
+    chosen, pair_saliency = keep[selected], mean_saliency[selected]
     order = np.lexsort((buddies.a[chosen], -pair_saliency))
     chosen, pair_saliency = chosen[order], pair_saliency[order]
     ia, ib = buddies.a[chosen], buddies.b[chosen]

@@ -216,14 +216,6 @@ def _pixel_correspondences(model: Any, rgb: np.ndarray, bank: BankCache, ranking
     return [find_correspondences(computed[0], found[i], n_pairs=n_pairs) for i, _ in ranking]
 
 
-def _resolved_stride(model: Any, stride: int) -> int:
-    if stride:
-        return int(stride)
-    from protolens.models.vit.families import family_info
-
-    return max(1, family_info(model).patch_size // 2)
-
-
 def _source_notes(segments: str, prototypes: Sequence[ImageParts]) -> list[str]:
     if segments != "bank":
         return []
@@ -294,6 +286,7 @@ def explain_image(model: Any, rgb: np.ndarray, bank: BankCache, *, k: int = 5, s
     Cancelled, DeviceOutOfMemoryError, CheckpointError (damaged bank features)
     """
     from protolens.models.dense import dense_features
+    from protolens.models.descriptors import resolve_stride
     from protolens.models.vit.loading import vit_spec
 
     cancel = cancel or CancelToken()
@@ -325,7 +318,7 @@ def explain_image(model: Any, rgb: np.ndarray, bank: BankCache, *, k: int = 5, s
     matches = match_parts(query, prototypes)
     correspondences = None
     if pixels:
-        options = {"layer": layer, "facet": facet, "bin": bin, "stride": _resolved_stride(model, stride)}
+        options = {"layer": layer, "facet": facet, "bin": bin, "stride": resolve_stride(model, stride)}
         correspondences = yield from rescaled(_pixel_correspondences(model, rgb, bank, ranking, n_pairs=n_pairs,
                                                                      options=options, run=run, memo=memo),
                                               0.8, 0.2, lambda r: f"pixels: {r.text}")

@@ -304,7 +304,8 @@ def build_bank(segmenter: Segmenter, root: str | Path, *, model: str = DEFAULT_M
     classes: dict[str, int] = {}
     for image in used:
         classes[image.label] = classes.get(image.label, 0) + 1
-    embedded = sum(1 for i in used if i in pending)
+    embedded_rels = {i.rel for i in pending}
+    embedded = sum(1 for i in used if i.rel in embedded_rels)
     return BankSummary(root, cache_dir, len(used), embedded, len(used) - embedded, classes, parts,
                        [(r, why) for r, why, _, _ in skipped], ignored, model, weights_id, part_names, warnings)
 

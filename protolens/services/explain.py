@@ -30,18 +30,11 @@ from typing import Any
 import numpy as np
 
 from protolens.core.atomic import write_bytes_atomic
-from protolens.core.bank_files import (
-    PARTS_SUFFIX,
-    BankCache,
-    build_command,
-    find_object_mask,
-    read_part_mask,
-    scan_bank,
-)
+from protolens.core.bank_files import BankCache, build_command, find_object_mask, scan_bank
 from protolens.core.errors import ImageReadError, ParamError
 from protolens.core.explanation import Explanation
 from protolens.core.jobs import CancelToken, Progress, rescaled
-from protolens.core.segments import SEGMENT_SOURCES, Segments, part_map_segments
+from protolens.core.segments import SEGMENT_SOURCES, Segments
 from protolens.services.segment import LoadedImage, Segmenter, load_image
 from protolens.services.tokens import _backbone
 
@@ -78,16 +71,9 @@ def query_part_segments(path: str | Path, image_size: tuple[int, int], bank: Ban
     """The query's annotated parts for ``segments="bank"``: ``<stem>.parts.png`` beside the photo, or None.
 
     An indexed part mask (0 = none, v = part v of the bank's ``parts.txt``; ids beyond it are named
-    ``part v``), as for bank images (:meth:`BankCache.annotation_segments`). Raises ImageReadError.
+    ``part v``), read as for bank images (:meth:`BankCache.part_mask_segments`). Raises ImageReadError.
     """
-    path = Path(path)
-    parts_file = path.with_name(path.stem + PARTS_SUFFIX)
-    if not parts_file.is_file():
-        return None
-    ids = read_part_mask(parts_file, (int(image_size[0]), int(image_size[1])))
-    names = list(bank.annotation_part_names)
-    names += [f"part {v}" for v in range(len(names) + 1, int(ids.max(initial=0)) + 1)]
-    return part_map_segments(ids, names, source="bank")
+    return bank.part_mask_segments(path, (int(image_size[0]), int(image_size[1])))
 
 
 def check_bank_model(bank: BankCache, model: str | None) -> None:
@@ -202,7 +188,6 @@ def explain(segmenter: Segmenter, query: LoadedImage, bank: BankCache, *, k: int
                                          cancel=cancel, **options))
 
     explanation = yield from segmenter.pool().run(job, cancel=cancel, prefer=segmenter.device, warnings=warnings)
-    explanation.label_consistent = bool(label_consistent)
     explanation.notes.extend(w for w in warnings if w not in explanation.notes)
     return explanation
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from protolens.core.atomic import write_bytes_atomic, write_json_atomic
+from protolens.core.atomic import write_json_atomic, write_png_atomic
 from protolens.core.errors import ImageReadError
 from protolens.core.explanation import Explanation, ImageParts
 
@@ -116,7 +116,6 @@ class RenderLayout:
     vote_origin: tuple[int, int]
     message: str
     mode: str = "segments"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
@@ -358,11 +357,9 @@ def write_explanation(explanation: Explanation, out_dir: str | Path, *, label_co
     they lie in (origin top-left), their labels, the similarities and the vote, plus ``"picture"`` (the PNG's
     file name). Returns [PNG path, JSON path]; creates ``out_dir``. Raises StoreWriteError/OSError on failure.
     """
-    from protolens.core.atomic import encode_png
-
     png, js = explanation_paths(explanation, out_dir)
     png.parent.mkdir(parents=True, exist_ok=True)
     picture = render_explanation(explanation, label_consistent=label_consistent, images=images, max_side=max_side)
-    write_bytes_atomic(png, encode_png(picture))
+    write_png_atomic(png, picture)
     write_json_atomic(js, {**explanation.to_json(label_consistent), "picture": png.name})
     return [png, js]

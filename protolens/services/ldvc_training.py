@@ -50,10 +50,6 @@ PHASE_DATA = "reading"
 BACKGROUND = "background"
 IGNORE = 255
 DEFAULT_CLIP = "ViT-B-16"
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-INDICATORS = ("miou", "miou_seen", "miou_unseen", "hiou", "pixel_accuracy")
-"""Indicator names of an LDVC run's ``epoch_###.json`` (besides ``loss``)."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +134,8 @@ def prepare_split(dataset: Any, size: int, *, table: np.ndarray | None, cancel: 
                   keep_mask_size: bool = False) -> Generator[Progress, None, Prepared]:
     """Read every sample of ``dataset``: photo resized to (size, size, 3) uint8; mask mapped through ``table``
     (dataset id -> channel, 255 ignore) and resized nearest to (size, size), or kept at its own size with
-    dataset ids (``keep_mask_size``, for evaluation). Unreadable photos and bad masks are skipped by name."""
+    dataset ids (``keep_mask_size``, for evaluation). Unreadable photos and bad masks (``dataset.load`` raises
+    ImageReadError, a mask of another size included) are skipped by name."""
     out = Prepared(skipped=list(getattr(dataset, "skipped", [])))
     total = max(len(dataset.samples), 1)
     for i, sample in enumerate(dataset.samples):
@@ -149,11 +146,6 @@ def prepare_split(dataset: Any, size: int, *, table: np.ndarray | None, cancel: 
             out.skipped.append((sample.name, exc.reason))
             yield Progress((i + 1) / total, f"{PHASE_DATA} {phase} {i + 1}/{total}: {sample.name} skipped "
                                             f"({exc.reason})")
-            continue
-        if mask.shape != image.shape[:2]:
-            reason = f"mask {mask.shape[1]}x{mask.shape[0]} is not the photo's {image.shape[1]}x{image.shape[0]}"
-            out.skipped.append((sample.name, reason))
-            yield Progress((i + 1) / total, f"{PHASE_DATA} {phase} {i + 1}/{total}: {sample.name} skipped ({reason})")
             continue
         out.names.append(sample.name)
         out.images.append(_resize(image, size, nearest=False))
@@ -427,8 +419,7 @@ def _build(clip: ClipChoice, arch: Any, split: ClassSplit, train_data: Prepared,
     patch = int(frozen.visual.conv1.kernel_size[0])
     if size % patch:
         raise ParamError(f"--input {size} is not a multiple of the {clip.model} patch size {patch}")
-    names = [BACKGROUND, *(split.names[i] for i in split.run_ids[1:])]
-    texts = class_text_embeddings(frozen, names, device)
+    texts = class_text_embeddings(frozen, split.run_classes, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LDVC(frozen, arch)

@@ -80,10 +80,10 @@ def quadrat_tokens(segmenter: Segmenter, paths: Sequence[Path], tiling: Tiling, 
             yield Progress((i + 1) / len(paths), f"{text} skipped ({exc.reason})")
             continue
         grid = yield from rescaled(crop_tokens(segmenter, image, backbone, weights_path=weights_path,
-                                                grid=tiling.grid, crop=tiling.crop, input_size=tiling.crop_input,
-                                                precision=precision, cancel=cancel,
-                                                allow_random_weights=allow_random_weights),
-                                    i / len(paths), 1 / len(paths), text)
+                                               grid=tiling.grid, crop=tiling.crop, input_size=tiling.crop_input,
+                                               precision=precision, cancel=cancel,
+                                               allow_random_weights=allow_random_weights),
+                                   i / len(paths), 1 / len(paths), text)
         if dim is not None and grid.tokens.shape[-1] != dim:
             raise CheckpointError(f"the prototypes are {dim} wide but {backbone} tokens are "
                                   f"{grid.tokens.shape[-1]}: build the prototypes with the same backbone")

@@ -11,16 +11,8 @@ from scipy import ndimage
 
 from protolens.core.errors import ParamError
 from protolens.core.imageio import read_image
-from protolens.core.regions import (
-    partition,
-    refine,
-    refine_guide,
-    region_at,
-    regions_layer,
-    upsample_nearest,
-    working_size,
-)
-from protolens.core.types import Heatmap
+from protolens.core.regions import partition, refine, refine_guide, region_at, regions_layer, upsample_nearest
+from protolens.core.types import Heatmap, fit_grid
 
 RNG = np.random.default_rng(7)
 
@@ -138,7 +130,7 @@ def coarse(photo):
 @pytest.mark.parametrize("radius", [None, 40])  # the default (half a cell) and a filter reaching two cells
 def test_refinement_stays_within_one_cell_of_the_coarse_borders(photo, coarse, radius):
     refined = refine(coarse, photo, 6, radius=radius)
-    height, width = working_size(photo.shape[:2], 1024)
+    height, width = fit_grid(photo.shape[:2], 1024)
     assert refined.shape == (height, width) == (640, 1024) and refined.dtype == np.int32
     assert np.array_equal(np.unique(refined), np.arange(6))
     nearest = upsample_nearest(coarse, height, width)

@@ -18,6 +18,7 @@ from protolens.core.cache import DiskCache  # noqa: E402
 from protolens.core.errors import CheckpointError, ParamError  # noqa: E402
 from protolens.core.prompts import IMAGENET_TEMPLATES, parse_class_list  # noqa: E402
 from protolens.models.clip import dense, loading, text  # noqa: E402
+from protolens.models.vit.hf import CLIP_MEAN, CLIP_STD  # noqa: E402
 
 TINY_CFG = {"embed_dim": 16,
             "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
@@ -224,7 +225,7 @@ def test_dense_features_windows_match_single_forward(tiny_clip):
     assert feats.resized_size == (53, 32) and feats.image_size == (80, 48)
     assert feats.boxes.tolist() == [[0, 0, 32, 32], [16, 0, 48, 32], [21, 0, 53, 32]]
     resized = dense.resize_short_side(image, 32)
-    mean, std = dense.OPENAI_MEAN, dense.OPENAI_STD
+    mean, std = CLIP_MEAN, CLIP_STD
     for f, (x0, y0, x1, y1) in zip(feats.features, feats.boxes, strict=True):
         pixels = dense.window_pixels(resized[y0:y1, x0:x1], 8, mean, std)[None]
         with torch.no_grad():

@@ -45,16 +45,12 @@ def corrected_folder(tmp_path, monkeypatch):
 
 def test_corrected_masks_train_a_checkpoint_whose_label_maps_open_in_the_editor(corrected_folder, tmp_path,
                                                                                  monkeypatch):
-    from safetensors.torch import save_file
-
     from protolens.models.clip import loading
-    from protolens.models.ldvc.model import tiny_clip
+    from protolens.models.ldvc.model import save_tiny_clip, tiny_clip
     from protolens.services.ldvc_training import train_ldvc
 
     folder, store, project = corrected_folder
-    weights = tmp_path / "clip" / "open_clip_model.safetensors"
-    weights.parent.mkdir()
-    save_file({k: v.contiguous() for k, v in tiny_clip(7).state_dict().items()}, str(weights))
+    weights = save_tiny_clip(tmp_path / "clip", 7)
     monkeypatch.setattr(loading, "create_clip", lambda name="ViT-B-16", **_: tiny_clip(7))
     out = tmp_path / "run"
     summary = drain(train_ldvc(Segmenter(disk_cache=None, device="cpu"), folder, seen="moss,bare soil", epochs=1,

@@ -58,14 +58,10 @@ def make_voc(root, *, n=6, bad=True):
 @pytest.fixture
 def tiny_clip_file(tmp_path, monkeypatch):
     """A weights file of the tiny CLIP, and the loader patched to build that architecture for any name."""
-    from safetensors.torch import save_file
-
     from protolens.models.clip import loading
-    from protolens.models.ldvc.model import tiny_clip
+    from protolens.models.ldvc.model import save_tiny_clip, tiny_clip
 
-    path = tmp_path / "tiny_clip" / "open_clip_model.safetensors"
-    path.parent.mkdir()
-    save_file({k: v.contiguous() for k, v in tiny_clip(3).state_dict().items()}, str(path))
+    path = save_tiny_clip(tmp_path / "tiny_clip", 3)
     monkeypatch.setattr(loading, "create_clip", lambda name="ViT-B-16", **_: tiny_clip(3))
     return path
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protolens.core.regions import partition, refine, working_size
+from protolens.core.regions import partition, refine
+from protolens.core.types import fit_grid
 from protolens.services import regions as service
 from protolens.services.segment import Segmenter, drain, load_image
 
@@ -98,7 +99,7 @@ def test_regions_from_features_refines_and_reuses_the_guide(image):
     tokens = np.random.default_rng(0).normal(size=(9, 14, 32)).astype(np.float32)
     for n in (6, 8, 3):
         ids = service.regions_from_features(tokens, image.rgb, n, seed=1, spatial=0.5)
-        assert ids.shape == working_size(image.rgb.shape[:2], 1024) and ids.dtype == np.int32
+        assert ids.shape == fit_grid(image.rgb.shape[:2], 1024) and ids.dtype == np.int32
         assert np.array_equal(np.unique(ids), np.arange(n))
         coarse = partition(tokens, n, seed=1, spatial=0.5)
         np.testing.assert_array_equal(ids, refine(coarse, image.rgb, n))

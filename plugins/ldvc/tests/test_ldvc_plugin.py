@@ -38,15 +38,11 @@ def _voc(root: Path) -> Path:
 
 @pytest.fixture
 def run_dir(tmp_path, monkeypatch):
-    from safetensors.torch import save_file
-
     from protolens.models.clip import loading
-    from protolens.models.ldvc.model import tiny_clip
+    from protolens.models.ldvc.model import save_tiny_clip, tiny_clip
     from protolens.services.ldvc_training import train_ldvc
 
-    weights = tmp_path / "clip" / "open_clip_model.safetensors"
-    weights.parent.mkdir()
-    save_file({k: v.contiguous() for k, v in tiny_clip(5).state_dict().items()}, str(weights))
+    weights = save_tiny_clip(tmp_path / "clip", 5)
     monkeypatch.setattr(loading, "create_clip", lambda name="ViT-B-16", **_: tiny_clip(5))
     out = tmp_path / "run"
     drain(train_ldvc(Segmenter(disk_cache=None, device="cpu"), _voc(tmp_path / "voc"), seen="red,green",

@@ -50,9 +50,11 @@ from torch import nn
 
 from protolens.core.errors import ParamError
 from protolens.core.jobs import CancelToken, Progress
+from protolens.core.types import fit_grid
 from protolens.models.clip.loading import clip_identity
 from protolens.models.clip.text import TextEncoderStats, encode_texts, reset_text_stats, text_stats
 from protolens.models.device import autocast
+from protolens.models.vit.hf import CLIP_MEAN, CLIP_STD
 
 __all__ = ["CLIP_MODES", "ClipMaps", "DenseClipFeatures", "TextEncoderStats", "class_logits", "clip_class_maps",
            "dense_class_maps", "dense_patch_features", "encode_texts", "interpolate_pos_embed", "patch_features",
@@ -60,8 +62,6 @@ __all__ = ["CLIP_MODES", "ClipMaps", "DenseClipFeatures", "TextEncoderStats", "c
 """The text side (:func:`encode_texts`, :func:`text_stats`, ...) lives in :mod:`.text` and is re-exported."""
 
 CLIP_MODES = ("sclip", "maskclip", "clearclip")
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 WINDOW_BATCH = 8
 """Windows per forward of the image tower."""
 
@@ -255,7 +255,7 @@ def window_pixels(crop: np.ndarray, patch: int, mean: Sequence[float], std: Sequ
 
 def _mean_std(visual: nn.Module) -> tuple[Sequence[float], Sequence[float]]:
     cfg = getattr(visual, "preprocess_cfg", None) or {}
-    return tuple(cfg.get("mean", OPENAI_MEAN)), tuple(cfg.get("std", OPENAI_STD))
+    return tuple(cfg.get("mean", CLIP_MEAN)), tuple(cfg.get("std", CLIP_STD))
 
 
 def dense_patch_features(model: nn.Module, image: np.ndarray, *, mode: str = "sclip", short_side: int = 336,
@@ -362,9 +362,8 @@ def class_logits(features: DenseClipFeatures, texts: Sequence[np.ndarray], *,
         total[:, y0:y1, x0:x1] += up[0]
         count[:, y0:y1, x0:x1] += 1
     total /= count.clamp_min(1)
-    scale = min(1.0, max_side / max(width, height))
-    if scale < 1.0:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    size = fit_grid((height, width), max_side)
+    if size != (height, width):
         total = F.interpolate(total[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
     return total.numpy().astype(np.float32, copy=False)
 

@@ -22,6 +22,7 @@ Ours / assumptions:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -199,6 +200,18 @@ def tiny_clip(seed: int = 0, name: str = "tiny-ldvc-clip") -> nn.Module:
         model = CLIP(embed_dim=TINY_CLIP["embed_dim"], vision_cfg=CLIPVisionCfg(**TINY_CLIP["vision_cfg"]),
                      text_cfg=CLIPTextCfg(**TINY_CLIP["text_cfg"]))
     return set_clip_identity(model.eval(), name, f"random-{seed}")
+
+
+def save_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
+    """Write :func:`tiny_clip` (``seed``)'s weights to ``folder/open_clip_model.safetensors`` (folder created) and
+    return the file: a CLIP weights file for tests, loaded by ``load_clip`` when ``create_clip`` builds
+    ``tiny_clip(seed)``."""
+    from safetensors.torch import save_file
+
+    path = Path(folder) / "open_clip_model.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tiny_clip(seed).state_dict().items()}, str(path))
+    return path
 
 
 def tiny_ldvc(seed: int = 0, clip: nn.Module | None = None, **config: Any) -> LDVC:
