@@ -17,9 +17,8 @@ Uses a throw-away settings file, store and cache.
 from __future__ import annotations
 
 import shutil
-import time
 
-from shotkit import OUT, ROOT, open_window
+from shotkit import OUT, ROOT, open_window, settle
 from shotkit import wait as _wait
 
 PHOTO = ROOT / "resources" / "samples" / "quadrats" / "moss_carpet.jpg"
@@ -36,13 +35,6 @@ PROJECT_CLASSES = {"moss": (240, 210, 40), "Trifolium repens": (255, 105, 180)}
 PROB_THRESHOLD = 0.21
 """Background below this best-class probability: about half the photo with these random weights (five classes
 give near-uniform probabilities, 0.16 to 0.27), so the class overlay and the picked map both show."""
-
-
-def _settle(app, seconds: float) -> None:
-    end = time.time() + seconds
-    while time.time() < end:
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def main() -> None:
@@ -70,10 +62,10 @@ def main() -> None:
     row = next(i for i in range(prompts.list.count()) if prompts.list.item(i).text().startswith(SHOWN_CLASS))
     prompts.list.setCurrentRow(row)
     window.display_panel.opacity.setValue(0.45)
-    _settle(app, 0.5)
+    settle(app, 0.5)
     window.canvas_title.setText(f"{window.canvas_title.text()}  ·  RANDOM CLIP weights (no download here): "
                                 "the maps show the drawing, not CLIP's judgement")
-    _settle(app, 1.0)
+    settle(app, 1.0)
     window.grab().save(str(OUT / "clip_dense.png"))
     print(f"wrote {OUT / 'clip_dense.png'}: {window.canvas_title.text()}")
     window.close()

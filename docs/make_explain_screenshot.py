@@ -13,20 +13,12 @@ Uses a throw-away settings file, store, cache and bank folder.
 from __future__ import annotations
 
 import shutil
-import time
 
-from shotkit import OUT, ROOT, open_window
+from shotkit import OUT, ROOT, open_window, settle
 from shotkit import wait as _wait
 
 BIRDS = ROOT / "resources" / "samples" / "birds"
 QUERY = "crow.png"
-
-
-def _settle(app, seconds: float) -> None:
-    end = time.time() + seconds
-    while time.time() < end:
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def main() -> None:
@@ -47,11 +39,11 @@ def main() -> None:
     view.segments_combo.setCurrentText("slic")
     view.set_bank(bank)
     _wait(app, lambda: view.explanation is not None and not window.jobs.active())
-    _settle(app, 0.5)
+    settle(app, 0.5)
     view.scene_view.fit()
     if view.scene_view.line_count:
         view.scene_view.highlight(0)
-    _settle(app, 0.5)
+    settle(app, 0.5)
     window.grab().save(str(OUT / "explain.png"))
     print(f"wrote {OUT / 'explain.png'}: {view.scene_view.line_count} matches, {view.chart.title.text()}")
     window.close()

@@ -13,21 +13,13 @@ Uses a throw-away settings file, store, cache and run folder.
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
-from shotkit import OUT, ROOT, open_window
+from shotkit import OUT, ROOT, open_window, settle
 from shotkit import wait as _wait
 
 SAMPLES = ROOT / "resources" / "samples"
 BACKBONE = "vit_small_patch14_dinov2.lvd142m"
-
-
-def _settle(app, seconds: float) -> None:
-    end = time.time() + seconds
-    while time.time() < end:
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def _prototypes(scratch: Path) -> Path:
@@ -62,14 +54,14 @@ def main() -> None:
     if dialog.start() is None:
         raise SystemExit(f"training did not start: {dialog.status.text()}")
     _wait(app, lambda: not dialog.running)
-    _settle(app, 2.0)  # the monitor polls the run folder twice a second
+    settle(app, 2.0)  # the monitor polls the run folder twice a second
     dialog.grab().save(str(OUT / "training.png"))
     print(f"wrote {OUT / 'training.png'}")
     dialog.compare_button.click()
     view = window.epochs_view
     _wait(app, lambda: view is not None and len(view.data) >= len(view.epochs) and not window.jobs.active())
     view.fit()
-    _settle(app, 1.0)
+    settle(app, 1.0)
     window.grab().save(str(OUT / "epochs.png"))
     print(f"wrote {OUT / 'epochs.png'}")
     dialog.close()

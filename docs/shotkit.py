@@ -25,6 +25,14 @@ def wait(app: Any, condition: Any, timeout: float = 900.0) -> None:
         time.sleep(0.01)
 
 
+def settle(app: Any, seconds: float) -> None:
+    """Process Qt events for ``seconds`` (timers, repaints and signals of finished jobs land)."""
+    end = time.time() + seconds
+    while time.time() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
 def open_window(size: tuple[int, int], prefix: str = "protolens-shots-") -> tuple[Any, Any, Path]:
     """(QApplication, shown MainWindow of ``size`` (width, height), scratch folder); creates ``OUT``.
 

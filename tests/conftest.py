@@ -49,6 +49,16 @@ def gradient_runs():
 
 
 @pytest.fixture
+def birds(tmp_path, samples):
+    """A writable copy of the 11 bird samples: a flat prototype bank (each photo its own class)."""
+    import shutil
+
+    root = tmp_path / "birds"
+    shutil.copytree(samples / "birds", root)
+    return root
+
+
+@pytest.fixture
 def photo_folder(tmp_path, samples):
     """A writable folder with two real quadrat photos and one broken file."""
     import shutil

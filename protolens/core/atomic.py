@@ -120,6 +120,12 @@ def write_json_atomic(path: str | Path, value: Any, *, indent: int | None = 2) -
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def write_npz_atomic(path: str | Path, **arrays: np.ndarray) -> None:
+    """Write ``arrays`` as an uncompressed NumPy ``.npz`` archive (one member per keyword) atomically."""
+    with atomic_writer(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
 def write_npy_atomic(path: str | Path, array: np.ndarray) -> None:
     """Write ``array`` in NumPy ``.npy`` format atomically."""
     with atomic_writer(path, "wb") as handle:

@@ -37,7 +37,6 @@ Every file is written atomically (:mod:`protolens.core.atomic`).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -50,7 +49,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from protolens.core.atomic import load_npz_arrays, write_bytes_atomic, write_json_atomic
+from protolens.core.atomic import load_npz_arrays, write_json_atomic, write_npz_atomic
 from protolens.core.cache import MemoryCache, default_cache_dir
 from protolens.core.errors import CheckpointError, ImageReadError, ParamError
 from protolens.core.hashing import sha256_file, sha256_json
@@ -182,11 +181,9 @@ def write_features(cache_dir: str | Path, sha256: str, *, tokens: np.ndarray, sa
     ``tokens`` (rows, cols, d), ``saliency`` (rows, cols), ``cls`` (d,), ``image_size`` (height, width).
     """
     path = features_path(cache_dir, sha256)
-    buffer = io.BytesIO()
-    np.savez(buffer, tokens=np.ascontiguousarray(tokens, np.float16),
-             saliency=np.ascontiguousarray(saliency, np.float32), cls=np.ascontiguousarray(cls, np.float32),
-             image_size=np.asarray(image_size, np.int64), identity=np.array(identity))
-    write_bytes_atomic(path, buffer.getvalue())
+    write_npz_atomic(path, tokens=np.ascontiguousarray(tokens, np.float16),
+                     saliency=np.ascontiguousarray(saliency, np.float32), cls=np.ascontiguousarray(cls, np.float32),
+                     image_size=np.asarray(image_size, np.int64), identity=np.array(identity))
     return path
 
 
@@ -585,9 +582,7 @@ def write_bank_cache(cache_dir: str | Path, *, model: str, weights_id: str, weig
     centroids = np.ascontiguousarray(part_centroids, np.float32)
     if cls.shape[0] != len(images) or len(part_names) != centroids.shape[0]:
         raise ValueError("write_bank_cache: one CLS row per image and one name per part centroid")
-    buffer = io.BytesIO()
-    np.savez(buffer, cls=cls, part_centroids=centroids)
-    write_bytes_atomic(cache_dir / "bank.npz", buffer.getvalue())
+    write_npz_atomic(cache_dir / "bank.npz", cls=cls, part_centroids=centroids)
     path = cache_dir / "bank.json"
     write_json_atomic(path, {
         "schema": SCHEMA, "model": model, "weights": {"id": weights_id, "sha256": weights_sha256},

@@ -12,9 +12,9 @@ stripped, as :meth:`protolens.core.labels.LabelSet.ids_from` matches a label map
 lacks the colour it will get when it is added (the next default colours, in list order). The list is also the
 per-class map picker: choosing a row shows that class's named heatmap of the result (through the Results
 panel's "Map shown", which stays the one place that decides the canvas's map). The result's argmax label map
-is drawn by :class:`protolens.gui.layer_overlay.LayerOverlay`; :func:`recolor_label_overlay` repaints it in the
-project's class colours. "Use as mask" asks the editor to start from that label map (classes matched to the
-project by name, new ones added).
+is drawn by :class:`protolens.gui.layer_overlay.LayerOverlay` in the project's class colours (the panel sets its
+``label_rgba``); :func:`recolor_label_overlay` repaints it when the classes change. "Use as mask" asks the editor
+to start from that label map (classes matched to the project by name, new ones added).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 from PySide6.QtCore import QEvent, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
@@ -40,8 +39,7 @@ from PySide6.QtWidgets import (
 from protolens.core.errors import ProtolensError
 from protolens.core.labels import LabelSet
 from protolens.core.prompts import ClassPrompt, parse_class_list
-from protolens.core.types import fit_grid
-from protolens.gui.layer_overlay import MAX_SIDE
+from protolens.gui.layer_overlay import display_grid
 
 CLASSES_PARAM = "classes"
 """The parameter the panel edits (type ``text``)."""
@@ -95,7 +93,7 @@ def project_class_rgba(label_map: Any, labels: LabelSet, alpha: int = OVERLAY_AL
     Returns
     -------
     numpy.ndarray
-        (rows', cols', 4) uint8 RGBA, rows' x cols' = ``fit_grid(image_size, MAX_SIDE)`` (the grid
+        (rows', cols', 4) uint8 RGBA at :func:`~protolens.gui.layer_overlay.display_grid` (the grid
         :class:`~protolens.gui.layer_overlay.LayerOverlay` draws; nearest-neighbour resize), row-major.
     """
     names = list(label_map.classes)
@@ -104,18 +102,16 @@ def project_class_rgba(label_map: Any, labels: LabelSet, alpha: int = OVERLAY_AL
     for index, name in enumerate(names[1:], start=1):
         if name in colors:
             lut[index] = (*colors[name], alpha)
-    rows, cols = fit_grid(label_map.image_size, MAX_SIDE)
-    ids = np.asarray(label_map.ids)
-    if ids.shape[:2] != (rows, cols):
-        ids = cv2.resize(ids.astype(np.int32), (cols, rows), interpolation=cv2.INTER_NEAREST)
+    ids = display_grid(np.asarray(label_map.ids, np.int32), label_map.image_size)
     inside = (ids > 0) & (ids < len(lut))
     return np.where(inside[..., None], lut[np.clip(ids, 0, len(lut) - 1)], 0).astype(np.uint8)
 
 
 def recolor_label_overlay(overlay: Any, found: Any, labels: LabelSet) -> bool:
-    """Repaint ``overlay``'s class overlay (drawn by ``LayerOverlay.show(found)``) in the project's colours.
+    """Repaint ``overlay``'s class overlay (drawn by ``LayerOverlay.show(found)``) in the project's colours
+    (after the project's classes changed).
 
-    Returns True when ``found`` has a label map (and it was repainted). Call it after ``overlay.show``.
+    Returns True when ``found`` has a label map (and it was repainted).
     """
     label_map = found.layers.label_map if found is not None else None
     if label_map is None or overlay.canvas.image_size is None:
@@ -140,8 +136,8 @@ class ClassPromptPanel(QGroupBox):
     labels : callable returning LabelSet
         The project's current classes (read on every refresh; the panel never changes them).
     overlay : LayerOverlay, optional
-        The canvas's layer overlay, whose class overlay :meth:`show_result` and :meth:`refresh` repaint in the
-        project's colours (any result with a label map, whichever backend made it).
+        The canvas's layer overlay: the panel makes it paint label maps in the project's colours (any result
+        with a label map, whichever backend made it) and :meth:`refresh` repaints it.
 
     Signals
     -------
@@ -155,6 +151,8 @@ class ClassPromptPanel(QGroupBox):
     def __init__(self, labels: Callable[[], LabelSet], overlay: Any = None, parent: QWidget | None = None) -> None:
         super().__init__("Class prompts", parent)
         self._labels, self.overlay = labels, overlay
+        if overlay is not None:
+            overlay.label_rgba = lambda label_map: project_class_rgba(label_map, self._labels())
         self._found: Any = None
         self._form: Any = None
         self._prompts: list[ClassPrompt] = []
@@ -266,14 +264,14 @@ class ClassPromptPanel(QGroupBox):
 
     # --- the result ----------------------------------------------------------------------------------
     def show_result(self, found: Any, shown_map: str = MAIN_MAP) -> None:
-        """Offer ``found``'s named heatmaps (None: no result), mark ``shown_map`` as the one shown and repaint
-        the overlay's class overlay (call after ``LayerOverlay.show(found)``) in the project's colours."""
+        """Offer ``found``'s named heatmaps (None: no result) and mark ``shown_map`` as the one shown (the overlay's
+        ``LayerOverlay.show(found)`` painted the label map in the project's colours already)."""
         layers = found.layers if found is not None else None
         self._found = found
         self._maps = list(layers.heatmaps) if layers is not None else []
         self._has_label_map = layers is not None and layers.label_map is not None
         self._shown_map = shown_map
-        self.refresh()
+        self._rebuild_list()
 
     def set_map(self, name: str) -> None:
         """Reflect the map shown on the canvas (the Results panel's choice) without emitting ``map_picked``."""

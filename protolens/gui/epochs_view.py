@@ -36,19 +36,18 @@ from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QSlider,
     QSplitter,
     QWidget,
 )
 
-from protolens.core.errors import BackendUnavailableError, Cancelled, ProtolensError
-from protolens.core.jobs import CancelToken
+from protolens.core.errors import BackendUnavailableError, ProtolensError
 from protolens.core.runs import RunFolder
 from protolens.core.types import Heatmap
 from protolens.gui.compare_view import LAYOUTS, CompareView, LoadedPane, load_pane
 from protolens.gui.indicator_plot import IndicatorPlot
+from protolens.gui.job_progress import JobProgress
 from protolens.gui.layer_overlay import LayerOverlay
 from protolens.services import compare as cmp
 from protolens.services import epochs as service
@@ -59,7 +58,7 @@ PREFETCH = 48
 """Most epoch maps prepared ahead (the Compare view's pane cache holds 72)."""
 
 
-class EpochsView(CompareView):
+class EpochsView(JobProgress, CompareView):
     """The epochs of a training run over the controller's photo (see the module docstring).
 
     Signals
@@ -84,7 +83,6 @@ class EpochsView(CompareView):
         self.page_epochs: list[int | None] = [None] * len(self.panes)
         self.page, self.focus, self.chosen = 0, None, None
         self.difference_values: np.ndarray | None = None
-        self.job: Any = None
         self._computed_for: Any = None
         self._pending: set[tuple[str, str]] = set()
         self._build_epochs()
@@ -123,13 +121,8 @@ class EpochsView(CompareView):
         self.layers_box.setChecked(True)
         self.layers_box.setVisible(False)
         self.layers_box.toggled.connect(lambda _on: self._show_all_layers())
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setMaximumWidth(260)
+        self._build_progress(260)
         self.threshold.setMinimumWidth(110)  # the shared threshold stays usable in a narrow window
-        self.progress.setFormat("%p%")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
         for widget in (self.run_label, self.previous_page, self.page_label, self.next_page, QLabel("epoch"),
                        self.scrubber, self.epoch_label, self.layers_box, self.use_button, self.progress,
                        self.cancel_button):
@@ -156,12 +149,6 @@ class EpochsView(CompareView):
     def _set_use_tip(self, backend: str) -> None:
         self.use_button.setToolTip("Record this epoch as the run's chosen one (chosen.json) and use its checkpoint "
                                    f"as the {backend} weights")
-
-    def _set_running(self, running: bool, text: str = "") -> None:
-        self.progress.setVisible(running)
-        self.cancel_button.setVisible(running)
-        if text:
-            self.progress.setFormat(f"{text} %p%")
 
     # --- the run ---------------------------------------------------------------------------------
     def open_run(self, path: str | Path) -> None:
@@ -226,40 +213,12 @@ class EpochsView(CompareView):
         image = self._image
         if self.run is None or image is None or not self.epochs or self.unavailable:
             return
-        self.cancel()
-        token = CancelToken()
-        self._set_running(True, "epochs")
-        self.progress.setValue(0)
+        self.cancel()  # the epochs done so far stay stored
         controller = self.controller
-        self.job = self.jobs.submit(
-            service.epoch_keys, controller.segmenter, controller.store, image, self.run, cancel=token, token=token,
-            allow_random_weights=controller.allow_random_weights, kind="epochs",
-            on_progress=lambda report: self._progress(token, report),
-            on_result=lambda keys: self._computed(image, keys),
-            on_error=lambda exc: self._failed(token, exc), on_finished=lambda: self._finished(token))
-
-    def cancel(self) -> None:
-        """Stop the running computation (the epochs done so far stay stored)."""
-        if self.job is not None and not self.job.done:
-            self.job.cancel()
-
-    def _progress(self, token: CancelToken, report: Any) -> None:
-        if self.job is not None and self.job.token is token:
-            self.progress.setValue(round(1000 * report.fraction))
-            self.progress.setFormat(f"{report.text} %p%")
-
-    def _finished(self, token: CancelToken) -> None:
-        if self.job is not None and self.job.token is token:
-            self._set_running(False)
-
-    def _failed(self, token: CancelToken, exc: BaseException) -> None:
-        if self.job is None or self.job.token is not token:
-            return  # a job this view replaced (another photo or run)
-        if isinstance(exc, Cancelled):
-            self.controller.message.emit("epoch comparison cancelled", "info")
-            return
-        text = str(exc) if isinstance(exc, ProtolensError) else f"{type(exc).__name__}: {exc}"
-        self.controller.message.emit(f"epoch comparison failed: {text}", "error")
+        self.start_job(
+            service.epoch_keys, controller.segmenter, controller.store, image, self.run,
+            allow_random_weights=controller.allow_random_weights, kind="epochs", what="epoch comparison",
+            text="epochs", on_result=lambda keys: self._computed(image, keys))
 
     def _computed(self, image: Any, keys: dict[int, str]) -> None:
         if image is not self._image:
@@ -552,17 +511,14 @@ class EpochsView(CompareView):
         if not out_dir:
             return
         pair = (self.epoch_a.currentData(), self.epoch_b.currentData()) if self.diff_on.isChecked() else None
-        controller, token = self.controller, CancelToken()
-        self._set_running(True, "export")
-        self.job = self.jobs.submit(
+        controller = self.controller
+        self.start_job(
             service.compare_epochs, controller.segmenter, controller.store, self._image, self.run, out_dir,
             pair=pair, threshold=self.threshold.value(), semantics=self.semantics.currentData(),
-            colormap=self.colormap.currentText(), cancel=token, token=token,
-            allow_random_weights=controller.allow_random_weights, kind="export",
-            on_progress=lambda report: self._progress(token, report),
+            colormap=self.colormap.currentText(), allow_random_weights=controller.allow_random_weights,
+            kind="export", what="epoch comparison", text="export",
             on_result=lambda result: controller.message.emit(
-                f"exported {len(result.files)} files to {out_dir}", "info"),
-            on_error=lambda exc: self._failed(token, exc), on_finished=lambda: self._finished(token))
+                f"exported {len(result.files)} files to {out_dir}", "info"))
 
 
 def _figures(agreement: cmp.Agreement | None) -> str:

@@ -38,7 +38,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QSplitter,
@@ -46,12 +45,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from protolens.core.errors import Cancelled, ProtolensError
 from protolens.core.explanation import FACETS
 from protolens.core.imageio import read_image
 from protolens.core.jobs import CancelToken
 from protolens.core.segments import SEGMENT_SOURCES, label_map_segments
 from protolens.gui.explain_scene import ExplainScene
+from protolens.gui.job_progress import JobProgress
 from protolens.gui.vote_chart import VoteChart
 
 PROTOTYPE_SIDE = 480
@@ -125,7 +124,7 @@ def export_job(explanation: Any, out_dir: str, label_consistent: bool) -> list[P
     return write_explanation(explanation, out_dir, label_consistent=label_consistent)
 
 
-class KeypointView(QWidget):
+class KeypointView(JobProgress, QWidget):
     """The Explain page over a :class:`~protolens.gui.controller.PhotoController` (see the module docstring)."""
 
     def __init__(self, controller: Any, jobs: Any, settings: Any, parent: QWidget | None = None) -> None:
@@ -136,7 +135,6 @@ class KeypointView(QWidget):
         self._pixels_of: LRUCache = LRUCache(maxsize=16)  # same key -> (block, facet) of its correspondences or None
         self.explanation: Any = None
         self._shown: tuple[Any, ...] | None = None
-        self.job: Any = None
         self.jobs_started = 0
         self.bank_options: dict[str, Any] = {}
         """Extra :func:`build_bank` options of "Build bank…" (model, input_size, parts…); defaults when empty."""
@@ -192,11 +190,7 @@ class KeypointView(QWidget):
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("Write the explanation as PNG and JSON")
         self.export_button.clicked.connect(lambda: self.export())
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setMaximumWidth(240)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
+        self._build_progress(240)
         self._build_body()
 
     def _build_body(self) -> None:
@@ -238,13 +232,6 @@ class KeypointView(QWidget):
         self.layer_spin.setEnabled(self.mode == "pixels")
         self.facet_combo.setEnabled(self.mode == "pixels")
         self.scene_view.show_message("no photo")
-
-    def _set_running(self, running: bool, text: str = "") -> None:
-        self.progress.setVisible(running)
-        self.cancel_button.setVisible(running)
-        if running:
-            self.progress.setValue(0)
-            self.progress.setFormat(f"{text} %p%")
 
     # --- inputs ----------------------------------------------------------------------------------
     @property
@@ -325,48 +312,23 @@ class KeypointView(QWidget):
         if key is None:
             return
         self.cancel()
-        token = CancelToken()
         options = dict(zip(("layer", "facet"), self.pixel_options, strict=True))
-        self._set_running(True, "pixel correspondences" if pixels else "explaining")
         if self._shown != key:
             self._show(None)
             self.scene_view.show_message("explaining…")
         self.jobs_started += 1
         controller = self.controller
-        self.job = self.jobs.submit(
+        self.start_job(
             explain_job, controller.segmenter, self._image, key[1], k=key[2], segments=key[3], pixels=pixels,
-            allow_random_weights=controller.allow_random_weights, cancel=token, drawn=self._drawn(), token=token,
-            kind="explain", **options,
-            on_progress=lambda report: self._progress(token, report),
-            on_result=lambda result: self._computed(key, result, options if pixels else None),
-            on_error=lambda exc: self._failed(token, exc, "explanation"),
-            on_finished=lambda: self._finished(token))
+            allow_random_weights=controller.allow_random_weights, drawn=self._drawn(), kind="explain", **options,
+            what="explanation", text="pixel correspondences" if pixels else "explaining",
+            on_result=lambda result: self._computed(key, result, options if pixels else None))
 
-    def cancel(self) -> None:
-        """Stop the running computation."""
-        if self.job is not None and not self.job.done:
-            self.job.cancel()
-
-    def _progress(self, token: CancelToken, report: Any) -> None:
-        if self.job is not None and self.job.token is token:
-            self.progress.setValue(round(1000 * report.fraction))
-            self.progress.setFormat(f"{report.text} %p%")
-
-    def _finished(self, token: CancelToken) -> None:
-        if self.job is not None and self.job.token is token:
-            self._set_running(False)
-
-    def _failed(self, token: CancelToken, exc: BaseException, what: str) -> None:
-        if self.job is None or self.job.token is not token:
-            return  # a job this view replaced
-        if isinstance(exc, Cancelled):
-            self.controller.message.emit(f"{what} cancelled", "info")
-            return
-        text = str(exc) if isinstance(exc, ProtolensError) else f"{type(exc).__name__}: {exc}"
-        self.controller.message.emit(f"{what} failed: {text}", "error")
+    def _job_failed(self, message: str) -> None:
+        """A failed job's message is drawn too when no explanation is shown."""
         if self._shown is None:
             self._show(None)
-            self.scene_view.show_message(f"{what} failed: {text}")
+            self.scene_view.show_message(message)
 
     def _computed(self, key: tuple[Any, ...], result: tuple[Any, list[np.ndarray], np.ndarray],
                   pixel_options: dict[str, Any] | None) -> None:
@@ -460,16 +422,11 @@ class KeypointView(QWidget):
         self.bank_edit.setText(folder)
         self.settings.setValue("explain_bank", folder)
         self.cancel()
-        token = CancelToken()
-        self._set_running(True, "building bank")
         self.jobs_started += 1
-        self.job = self.jobs.submit(
+        self.start_job(
             build_bank_job, self.controller.segmenter, folder,
-            allow_random_weights=self.controller.allow_random_weights, cancel=token, token=token, kind="bank",
-            on_progress=lambda report: self._progress(token, report),
-            on_result=lambda summary: self._bank_built(folder, summary),
-            on_error=lambda exc: self._failed(token, exc, "bank build"),
-            on_finished=lambda: self._finished(token), **self.bank_options)
+            allow_random_weights=self.controller.allow_random_weights, kind="bank", what="bank build",
+            text="building bank", on_result=lambda summary: self._bank_built(folder, summary), **self.bank_options)
 
     def _bank_built(self, folder: str, summary: Any) -> None:
         root = str(Path(folder).expanduser())

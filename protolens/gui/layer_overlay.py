@@ -5,6 +5,7 @@ toggles in the Results panel. Scene coordinates are photo pixels (x right, y dow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -32,7 +33,9 @@ def class_rgba(ids: np.ndarray, alpha: int = 140) -> np.ndarray:
     return rgba
 
 
-def _display_grid(values: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+def display_grid(values: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """(rows, cols[, ...]) ``values`` of a photo of ``image_size`` at the grid the overlay draws,
+    ``fit_grid(image_size, MAX_SIDE)`` (nearest-neighbour resize; as is when already that size)."""
     rows, cols = fit_grid(image_size, MAX_SIDE)
     if values.shape[:2] == (rows, cols):
         return values
@@ -52,6 +55,9 @@ class LayerOverlay:
         self.points.setZValue(8)
         self._texts: list[pg.TextItem] = []
         self.visible = {"label_map": True, "regions": True, "keypoints": True}
+        self.label_rgba: Callable[[Any], np.ndarray] | None = None
+        """Paints a LabelMap as RGBA at the display grid instead of :func:`class_rgba`'s palette (the Class
+        prompts panel sets it: the project's class colours)."""
         for item in (self.label_item, self.region_item, self.points):
             canvas.view.addItem(item)
 
@@ -72,7 +78,9 @@ class LayerOverlay:
         height, width = self.canvas.image_size
         rect = QRectF(0, 0, width, height)
         if layers.label_map is not None:
-            self.label_item.setImage(class_rgba(_display_grid(layers.label_map.ids, (height, width))))
+            label_map = layers.label_map
+            self.label_item.setImage(self.label_rgba(label_map) if self.label_rgba is not None else
+                                     class_rgba(display_grid(label_map.ids, (height, width))))
             self.label_item.setRect(rect)
         if layers.regions is not None and len(layers.regions.labels):
             self.region_item.setImage(self._outlines(layers.regions, (height, width)))
@@ -83,10 +91,10 @@ class LayerOverlay:
 
     @staticmethod
     def _outlines(regions: Any, image_size: tuple[int, int]) -> np.ndarray:
-        first = _display_grid(regions.masks[0].astype(np.uint8), image_size)
+        first = display_grid(regions.masks[0].astype(np.uint8), image_size)
         rgba = np.zeros((*first.shape, 4), np.uint8)
         for index in range(len(regions.labels)):
-            mask = _display_grid(regions.masks[index].astype(np.uint8), image_size)
+            mask = display_grid(regions.masks[index].astype(np.uint8), image_size)
             contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
             color = (*(int(c) for c in PALETTE[index % (len(PALETTE) - 1) + 1]), 255)
             cv2.drawContours(rgba, contours, -1, color, 1)

@@ -28,7 +28,6 @@ segmenter's device pool as for tile tokens (:mod:`protolens.services.tokens`).
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from protolens.core.atomic import load_npz_arrays, write_bytes_atomic, write_json_atomic
+from protolens.core.atomic import load_npz_arrays, write_bytes_atomic, write_json_atomic, write_npz_atomic
 from protolens.core.errors import CheckpointError, ParamError
 from protolens.core.hashing import sha256_file, sha256_json
 from protolens.core.imageio import read_image, scan_tree
@@ -198,12 +197,11 @@ class ShardStore:
         """
         number = self.next_number() if number is None else number
         path = self.folder / f"shard_{number:05d}.npz"
-        buffer = io.BytesIO()
-        np.savez(buffer, paths=np.array([i.rel for i in images], dtype=str),
-                 sizes=np.array([i.size for i in images], np.int64),
-                 mtimes=np.array([i.mtime_ns for i in images], np.int64), sha256=np.array(list(sha256), dtype=str),
-                 vectors=np.ascontiguousarray(vectors, np.float32), dtype=np.array(dtype))
-        write_bytes_atomic(path, buffer.getvalue())
+        write_npz_atomic(path, paths=np.array([i.rel for i in images], dtype=str),
+                         sizes=np.array([i.size for i in images], np.int64),
+                         mtimes=np.array([i.mtime_ns for i in images], np.int64),
+                         sha256=np.array(list(sha256), dtype=str), vectors=np.ascontiguousarray(vectors, np.float32),
+                         dtype=np.array(dtype))
         return path
 
 

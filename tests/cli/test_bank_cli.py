@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from protolens.core.bank_files import read_bank_cache
@@ -13,11 +11,10 @@ MODEL = "vit_small_patch14_dinov2.lvd142m"
 
 
 @pytest.fixture
-def birds(tmp_path, samples):
-    root = tmp_path / "birds"
-    shutil.copytree(samples / "birds", root)
-    (root / "broken.png").write_bytes(b"not a png")
-    return root
+def birds(birds):
+    """The bird bank plus a file that is not an image."""
+    (birds / "broken.png").write_bytes(b"not a png")
+    return birds
 
 
 def _build(monkeypatch, capsys, folder, *extra):

@@ -51,14 +51,6 @@ def _fake_build(root: Path, *, dim: int = 8, grid: int = 4, seed: int = 0, cls: 
 
 
 @pytest.fixture
-def birds(tmp_path, samples):
-    """A flat bank: the 11 bird samples (each its own class)."""
-    root = tmp_path / "birds"
-    shutil.copytree(samples / "birds", root)
-    return root
-
-
-@pytest.fixture
 def classes(tmp_path, samples):
     """A bank with class subfolders: gulls/ (2, one nested) and others/ (2), a stray text file."""
     root = tmp_path / "bank"

@@ -28,13 +28,6 @@ def segmenter():
 
 
 @pytest.fixture
-def birds(tmp_path, samples):
-    root = tmp_path / "birds"
-    shutil.copytree(samples / "birds", root)
-    return root
-
-
-@pytest.fixture
 def embedded(monkeypatch):
     """Photos passed through dense_features, counted."""
     seen: list[int] = []

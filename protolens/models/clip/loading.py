@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from protolens.core.errors import CheckpointError
-from protolens.models.vit.loading import _LOCK, _device_cache, _release, read_state_dict
+from protolens.models.vit.loading import _LOCK, _device_cache, _release, load_fitting_state, read_state_dict
 
 DEFAULT_CLIP = "ViT-B-16"
 CONFIG_FILE = "open_clip_config.json"
@@ -99,15 +99,7 @@ def weights_file(path: Path) -> Path:
 
 
 def _load_weights(model: nn.Module, name: str, file: Path) -> None:
-    state = read_state_dict(file)
-    expected = model.state_dict()
-    wrong = [k for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
-    missing = [k for k in expected if k not in state]
-    if wrong or missing:
-        detail = (f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, expected {tuple(expected[wrong[0]].shape)}"
-                  if wrong else f"{len(missing)} weights missing, e.g. {missing[0]}")
-        raise CheckpointError(f"{file}: these weights do not fit the open_clip model {name} ({detail})")
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
+    load_fitting_state(model, read_state_dict(file), file, f"the open_clip model {name}")
 
 
 def load_clip(name: str = DEFAULT_CLIP, weights: str | Path | None = None, device: str = "cpu", *,
@@ -202,7 +194,3 @@ def tokenize(texts: Sequence[str], name: str = DEFAULT_CLIP, *, context_length: 
         (len(texts), context_length) int64: start-of-text 49406, the BPE tokens, end-of-text 49407, zeros.
     """
     return _tokenizer(name, context_length)(list(texts))
-
-
-tokenize_clip = tokenize
-"""Alias of :func:`tokenize` under the name re-exported by :mod:`protolens.models.api`."""

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from protolens.core.cache import MemoryCache
-from protolens.core.errors import CheckpointError, ParamError, WeightsNotFoundError
+from protolens.core.errors import ParamError, WeightsNotFoundError
 from protolens.core.jobs import CancelToken, Progress
 from protolens.models.device import autocast
 from protolens.models.prototype.assembly import assemble_neighbourhoods, check_grid_size, resize_square
 from protolens.models.vit.engine import resize_to_crop_grid, run_batches
-from protolens.models.vit.loading import read_state_dict
+from protolens.models.vit.loading import load_fitting_state, read_state_dict
 from protolens.models.vit.preprocess import normalise
 
 _MODELS: MemoryCache[tuple[nn.Module, ClassifierSpec]] = MemoryCache(2)
@@ -113,24 +113,12 @@ def load_classifier(name: str, weights: str | Path | None, num_classes: int, dev
         torch.manual_seed(0)  # random classifiers (tests) are the same in every process
         model, size = _build(name, num_classes, input_size)
     if weights is not None:
-        _load_into(model, Path(weights), name, num_classes)
+        load_fitting_state(model, read_state_dict(weights), weights, f"{name} with {num_classes} classes")
     config = timm.data.resolve_data_config({}, model=model)
     spec = ClassifierSpec(name, num_classes, size, tuple(config["mean"]), tuple(config["std"]))  # type: ignore[arg-type]
     entry = (model.eval().to(device), spec)
     _MODELS.put(key, entry)
     return entry
-
-
-def _load_into(model: nn.Module, path: Path, name: str, num_classes: int) -> None:
-    state = read_state_dict(path)
-    expected = model.state_dict()
-    wrong = [k for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
-    missing = [k for k in expected if k not in state]
-    if wrong or missing:
-        detail = (f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, expected {tuple(expected[wrong[0]].shape)}"
-                  if wrong else f"{len(missing)} weights missing, e.g. {missing[0]}")
-        raise CheckpointError(f"{path}: these weights do not fit {name} with {num_classes} classes ({detail})")
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
 
 
 def classify_cells(model: nn.Module, spec: ClassifierSpec, image: np.ndarray, *, grid: tuple[int, int], crop: int,

@@ -156,14 +156,22 @@ def load_weights_into(model: nn.Module, path: str | Path) -> None:
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{path}: does not look like weights of a ViT ({exc})") from None
     state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm.")) or k in model.state_dict()}
+    load_fitting_state(model, state, path, vit_spec(model).name)
+
+
+def load_fitting_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str) -> None:
+    """Load ``state`` into ``model`` strictly, ignoring entries the model does not have.
+
+    Raises :class:`CheckpointError` ``"<path>: these weights do not fit <what> (...)"`` naming the first tensor
+    of the wrong shape, else the count of missing weights, before anything is loaded.
+    """
     expected = model.state_dict()
     wrong = [k for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
     missing = [k for k in expected if k not in state]
     if wrong or missing:
         detail = (f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, expected {tuple(expected[wrong[0]].shape)}"
                   if wrong else f"{len(missing)} weights missing, e.g. {missing[0]}")
-        name = vit_spec(model).name
-        raise CheckpointError(f"{path}: these weights do not fit {name} ({detail})")
+        raise CheckpointError(f"{path}: these weights do not fit {what} ({detail})")
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
 
 
